@@ -1,0 +1,3 @@
+"""Model families. Importing this package registers all of them with timm."""
+
+from .focalnet import *  # noqa: F401,F403

@@ -6,9 +6,10 @@ them; :func:`list_models` lists them.
 
 from ._registry import TIMM_REPLACEMENTS, is_replacement, list_models, register_model, timm_original
 from .models import *  # noqa: F401,F403  (registers every family)
+from .models._common import load_checkpoint
 
 __version__ = "0.1.0"
-__all__ = ["list_models", "create_model", "register_model", "timm_original", "is_replacement", "TIMM_REPLACEMENTS"]
+__all__ = ["list_models", "create_model", "load_checkpoint", "register_model", "timm_original", "is_replacement", "TIMM_REPLACEMENTS"]
 
 
 def create_model(model_name: str, pretrained: bool = False, **kwargs):

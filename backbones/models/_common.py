@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_input", "unwrap_state_dict", "load_state_dict_checked"]
+__all__ = ["check_input", "unwrap_state_dict", "load_state_dict_checked", "load_checkpoint"]
 
 
 def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> None:
@@ -90,3 +90,27 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, Ten
             lines.append(f"  (most keys differ: is this a checkpoint of another family or model size than {name}?)")
         raise ValueError("\n".join(lines))
     return model.load_state_dict(state_dict, strict=strict)
+
+
+def load_checkpoint(model: torch.nn.Module, checkpoint: Any, strict: bool = True, filter_fn: Any = None) -> Any:
+    """Load official, timm or this repository's weights into ``model``.
+
+    ``checkpoint`` is a path (``.pth``/``.pt``/``.bin``/``.safetensors``) or an already loaded object. Wrappers
+    and prefixes are removed (:func:`unwrap_state_dict`), then the family's ``checkpoint_filter_fn`` maps
+    official layouts onto ours (it passes our own layout through), then the keys and shapes are checked.
+    """
+    import sys
+
+    if isinstance(checkpoint, str):
+        if checkpoint.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            checkpoint = load_file(checkpoint, device="cpu")
+        else:
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    sd = unwrap_state_dict(checkpoint)
+    if filter_fn is None:
+        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        sd = filter_fn(sd, model)
+    return load_state_dict_checked(model, sd, strict=strict)

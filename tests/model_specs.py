@@ -1,0 +1,43 @@
+"""Per-model facts the contract suite checks against, kept apart from the code under test.
+
+Every model registered by `backbones` must have an entry in PUBLISHED_PARAMS (the contract suite fails
+otherwise), and its family must have a reduced-width configuration in SMALL_KWARGS.
+"""
+
+from __future__ import annotations
+
+import re
+
+# name -> (parameter count with the default head, source of the figure).
+# FocalNet: microsoft/FocalNet README (28.4M / 28.6M / 49.9M / 50.3M / 88.1M / 88.7M, L 207M, XL 366M,
+# H 687M / 689M with 1k heads); exact figures as timm 1.0.31 builds them with each name's default head
+# (21842 classes for the 22k tags; none for huge_fl4), see shared/reference/davit_focalnet.md B.3.
+PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
+    "focalnet_tiny_srf": (28_427_116, "FocalNet README 28.4M; timm 1.0.31"),
+    "focalnet_small_srf": (49_891_216, "FocalNet README 49.9M; timm 1.0.31"),
+    "focalnet_base_srf": (88_148_144, "FocalNet README 88.1M; timm 1.0.31"),
+    "focalnet_tiny_lrf": (28_647_928, "FocalNet README 28.6M; timm 1.0.31"),
+    "focalnet_small_lrf": (50_342_440, "FocalNet README 50.3M; timm 1.0.31"),
+    "focalnet_base_lrf": (88_749_768, "FocalNet README 88.7M; timm 1.0.31"),
+    "focalnet_large_fl3": (239_134_898, "FocalNet README 207M (1k head); 21842-class head as timm's default"),
+    "focalnet_large_fl4": (239_315_402, "FocalNet README 207M (1k head); 21842-class head as timm's default"),
+    "focalnet_xlarge_fl3": (408_787_378, "FocalNet README 366M (1k head); 21842-class head as timm's default"),
+    "focalnet_xlarge_fl4": (409_028_042, "FocalNet README 366M (1k head); 21842-class head as timm's default"),
+    "focalnet_huge_fl3": (745_276_338, "FocalNet README 687M (1k head); 21842-class head as timm's default"),
+    "focalnet_huge_fl4": (686_460_664, "FocalNet README 689M (1k head); headless as timm's default"),
+}
+
+# family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
+SMALL_KWARGS: dict[str, dict] = {
+    r"focalnet_.*": dict(embed_dim=16, depths=(1, 1, 2, 1)),
+}
+
+# Name regexes of models that cannot serve dense prediction (no odd-size check). Every family here can.
+CLASSIFICATION_ONLY: tuple[str, ...] = ()
+
+
+def small_kwargs(name: str) -> dict:
+    for pattern, kwargs in SMALL_KWARGS.items():
+        if re.fullmatch(pattern, name):
+            return dict(kwargs)
+    raise KeyError(f"no reduced-width configuration for {name!r} in tests/model_specs.py SMALL_KWARGS")

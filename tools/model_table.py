@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Print the README's model table: parameters, GMACs at the default input size, published top-1, status.
+
+Parameters and MACs are computed here (models built on the meta device, so even the largest take seconds);
+top-1 figures are the papers' / official repositories' published numbers, listed below with their source.
+
+    python tools/model_table.py [--pattern 'focalnet*'] [--csv table.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+import backbones
+
+# name -> (ImageNet-1k top-1 at the default size, source). Families add their rows here.
+PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
+    "focalnet_tiny_srf": (82.1, "FocalNet README"),
+    "focalnet_tiny_lrf": (82.3, "FocalNet README"),
+    "focalnet_small_srf": (83.4, "FocalNet README"),
+    "focalnet_small_lrf": (83.5, "FocalNet README"),
+    "focalnet_base_srf": (83.7, "FocalNet README"),
+    "focalnet_base_lrf": (83.9, "FocalNet README"),
+}
+
+
+def count(name: str) -> tuple[int, float, tuple[int, int]]:
+    """(parameters, GMACs at the default input size, default input size) of ``name``."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    hw = tuple(cfg.input_size[-2:]) if cfg is not None else (224, 224)
+    with torch.device("meta"):
+        model = timm.create_model(name).eval()
+        params = sum(p.numel() for p in model.parameters())
+        x = torch.empty(1, 3, *hw)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    return params, counter.get_total_flops() / 2e9, hw
+
+
+def status(name: str) -> str:
+    parts = []
+    if backbones.is_replacement(name):
+        parts.append("drop-in for timm")
+    if timm.list_pretrained(f"{name}.*"):
+        parts.append("weights: " + ", ".join(t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")))
+    return "; ".join(parts) or "no published weights"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pattern", default="*")
+    parser.add_argument("--csv", default=None, help="also write the rows as CSV")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in tqdm(backbones.list_models(args.pattern), desc="models", file=sys.stderr):
+        params, gmacs, hw = count(name)
+        top1 = PUBLISHED_TOP1.get(name)
+        rows.append(
+            dict(
+                model=name,
+                input=f"{hw[0]}x{hw[1]}",
+                params_m=f"{params / 1e6:.2f}",
+                gmacs=f"{gmacs:.2f}",
+                top1=f"{top1[0]:.1f}" if top1 else "-",
+                status=status(name),
+            )
+        )
+    print("| model | input | params (M) | GMACs | top-1 (published) | status |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| `{r['model']}` | {r['input']} | {r['params_m']} | {r['gmacs']} | {r['top1']} | {r['status']} |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

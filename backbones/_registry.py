@@ -51,6 +51,7 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
         _timm_originals[name] = existing
         # Drop timm's entry (and its tags/pretrained cfgs) first so registering ours raises no warning.
         timm_registry._clear_model_entries(name)
+        del timm_registry._model_entrypoints[name]  # _clear_model_entries keeps the entrypoint itself
     _ours[name] = fn
     return timm_registry.register_model(fn)
 

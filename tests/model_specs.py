@@ -25,11 +25,24 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "focalnet_xlarge_fl4": (409_028_042, "FocalNet README 366M (1k head); 21842-class head as timm's default"),
     "focalnet_huge_fl3": (745_276_338, "FocalNet README 687M (1k head); 21842-class head as timm's default"),
     "focalnet_huge_fl4": (686_460_664, "FocalNet README 689M (1k head); headless as timm's default"),
+    # EfficientViT-MSRA: Cream EfficientViT/classification README 2.3M/3.0M/4.2M/6.9M/8.8M/12.4M; exact counts
+    # as the official class and timm 1.0.31 both build them (shared/reference/halonet_efficientvit.md B.2).
+    "efficientvit_m0": (2_349_436, "Cream EfficientViT classification README M0 2.3M; official & timm 2,349,436"),
+    "efficientvit_m1": (2_980_560, "Cream EfficientViT classification README M1 3.0M; official & timm 2,980,560"),
+    "efficientvit_m2": (4_187_554, "Cream EfficientViT classification README M2 4.2M; official & timm 4,187,554"),
+    "efficientvit_m3": (6_900_722, "Cream EfficientViT classification README M3 6.9M; official & timm 6,900,722"),
+    "efficientvit_m4": (8_804_228, "Cream EfficientViT classification README M4 8.8M; official & timm 8,804,228"),
+    "efficientvit_m5": (12_473_772, "Cream EfficientViT classification README M5 12.4M; official & timm 12,473,772"),
 }
 
 # family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
 SMALL_KWARGS: dict[str, dict] = {
     r"focalnet_.*": dict(embed_dim=16, depths=(1, 1, 2, 1)),
+    # zero_init_last=False: the official zero-gamma init of the last BN of every branch would stop all gradients
+    # upstream of it at init, which the gradient check cannot tell from a dead parameter.
+    r"efficientvit_m\d": dict(
+        embed_dim=(16, 24, 32), depth=(1, 1, 1), num_heads=(2, 2, 2), key_dim=(4, 4, 4), zero_init_last=False
+    ),
 }
 
 # Name regexes of models that cannot serve dense prediction (no odd-size check). Every family here can.

@@ -1,3 +1,4 @@
 """Model families. Importing this package registers all of them with timm."""
 
 from .focalnet import *  # noqa: F401,F403
+from .efficientvit_msra import *  # noqa: F401,F403

@@ -1,0 +1,516 @@
+"""Aggregated attention (TransNeXt, CVPR 2024, arXiv:2311.17132) and its full-attention form.
+
+Every query attends, under ONE softmax, to two key sets: its k x k neighbourhood at full resolution
+(``window_size``, 3 in TransNeXt) and a pooled map of the whole image (x -> 1x1 conv -> GELU -> adaptive average
+pool to Hp x Wp -> LayerNorm, then the same ``kv`` projection). Queries and keys are L2-normalised per head
+(cosine attention); with a learnable per-head query embedding e, temperature tau and the length scale
+s_n = softplus(tau) * ln(n_valid(n) + Hp * Wp)  (n_valid: window positions inside the map),
+
+    l_loc[n, z]  = s_n (q_n + e) . k_{n+z} + r[z]           z in the window; -inf where n+z leaves the map
+    l_pool[n, j] = s_n (q_n + e) . kp_j + P[n, j]
+    [a_loc | a_pool] = softmax([l_loc | l_pool])
+    out_n = sum_z (a_loc[n, z] + q_n . t_z + b_z) v_{n+z} + sum_j a_pool[n, j] vp_j
+
+r is a per-offset bias (``relative_pos_bias_local``); t_z, b_z are the "learnable tokens" and bias, added AFTER
+the softmax with the plain normalised query (those rows no longer sum to 1). P is the continuous relative
+position bias: a 2 -> 512 -> heads MLP with ReLU (``cpb_fc1``, ``cpb_fc2``) on log-spaced offsets between a query
+pixel and a pooled key's centroid, per axis  d = (i_q - c_k) / (G - 1) * 8,  coord = sign(d) log2(1 + |d|) / 3,
+with G the map size at pre-training (``pretrain_grid``). :class:`LengthScaledAttention` is the same attention over
+all tokens of the map (ln(N) length scale, no window, no learnable tokens): TransNeXt's last stage.
+
+Any input size. The pooled grid follows the map, (H // pool_ratio, W // pool_ratio) (at least 1), unless
+``fixed_pool_size`` pins it (the official "linear" inference mode). ``pos_bias_mode`` picks how P follows the
+size: "extrapolate" evaluates the MLP at the actual offsets; "interpolate" evaluates it on the grid
+``pos_bias_grid`` (and its pooled grid) and resizes the bias bilinearly over the key and then the query grid,
+as the official detection/segmentation backbones do by default. Both agree at the reference size.
+
+Formulation (same numbers as the official unfold-based code, less memory traffic): the neighbourhood terms are
+computed offset by offset on shifted views of the (B, H, W, heads, head_dim) maps with a hand-written backward,
+never materialising k^2 copies of K and V; the joint softmax is formed from a shared row maximum without
+concatenating the two logit blocks (the pooled normaliser is applied after the value product); P is gathered
+from the MLP's output on the (per-axis) table of distinct offsets, and in "interpolate" mode through the few
+bilinear taps of each output position instead of resizing a reference-size bias tensor.
+
+Shapes: input and output (B, H, W, C).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["AggregatedAttention", "LengthScaledAttention", "PosBiasMode", "cpb_coords"]
+
+PosBiasMode = Literal["extrapolate", "interpolate"]
+_POS_BIAS_MODES = ("extrapolate", "interpolate")
+_CPB_HIDDEN = 512
+_TEMPERATURE_INIT = 1 / 0.24  # softplus(temperature) at init
+
+
+def _pair(value: int | tuple[int, int] | None, name: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
+    return pair
+
+
+def _inverse_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry: computed once per size on the CPU (values are needed) in float64, cached per device, cast on use.
+
+
+def cpb_coords(delta: Tensor) -> Tensor:
+    """Log-spaced CPB input from offsets already scaled to +-8 at the pre-training size."""
+    return torch.sign(delta) * torch.log2(delta.abs() + 1.0) / 3.0
+
+
+def _axis_offsets(n_query: int, n_key: int, pretrain: int) -> Tensor:
+    """(n_query, n_key) offsets along one axis between query pixels and pooled-key centroids, scaled to +-8."""
+    query = torch.arange(n_query, dtype=torch.float64)
+    # A pooled key sits at the mean index of the pixels its adaptive-average-pool bin covers.
+    key = F.adaptive_avg_pool1d(query[None], n_key)[0]
+    return (query[:, None] - key[None, :]) / max(pretrain - 1, 1) * 8
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor]:
+    """Input indices and weights (n_out, 2) of PyTorch's linear resize (align_corners=False) from n_in to n_out."""
+    matrix = F.interpolate(torch.eye(n_in, dtype=torch.float64)[None], size=n_out, mode="linear")[0]  # (in, out)
+    weight, index = matrix.t().topk(min(2, n_in), dim=-1)
+    return index, weight
+
+
+def _axis_plan(n_query: int, n_key: int, pretrain: int, ref: tuple[int, int] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Distinct offsets (U,) along one axis, and per (query, key) the table indices and weights (n_q, n_k, T).
+
+    Without ``ref`` every pair reads one table entry. With ``ref = (ref_query, ref_key)`` the table belongs to the
+    reference grid and each pair mixes the entries its bilinear taps (2 over queries x 2 over keys) point at.
+    """
+    if ref is None:
+        values, index = torch.unique(_axis_offsets(n_query, n_key, pretrain), return_inverse=True)
+        return values, index[..., None], torch.ones(n_query, n_key, 1, dtype=torch.float64)
+    values, ref_index = torch.unique(_axis_offsets(ref[0], ref[1], pretrain), return_inverse=True)
+    q_idx, q_w = _linear_taps(ref[0], n_query)
+    k_idx, k_w = _linear_taps(ref[1], n_key)
+    index = ref_index[q_idx[:, None, :, None], k_idx[None, :, None, :]].flatten(2)  # (n_q, n_k, taps)
+    weight = (q_w[:, None, :, None] * k_w[None, :, None, :]).flatten(2)
+    used = (weight != 0).flatten(0, 1).any(0)  # drop taps that are zero everywhere (e.g. no resize on an axis)
+    return values, index[..., used], weight[..., used]
+
+
+class _BiasPlan(NamedTuple):
+    table: Tensor  # (Uh * Uw, 2) log-spaced MLP input, rows (dh, dw) in row-major (Uh, Uw) order
+    shape: tuple[int, int]  # (Uh, Uw)
+    index_h: Tensor  # (H, Hk, T) long
+    weight_h: Tensor  # (H, Hk, T)
+    index_w: Tensor  # (W, Wk, S) long
+    weight_w: Tensor  # (W, Wk, S)
+
+
+@functools.lru_cache(maxsize=128)
+def _bias_plan(
+    query: tuple[int, int],
+    key: tuple[int, int],
+    pretrain: tuple[int, int],
+    ref_query: tuple[int, int] | None,
+    ref_key: tuple[int, int] | None,
+    device: torch.device,
+) -> _BiasPlan:
+    with torch.inference_mode(False), torch.no_grad():
+        axes = []
+        for a in range(2):
+            ref = None if ref_query is None else (ref_query[a], ref_key[a])
+            axes.append(_axis_plan(query[a], key[a], pretrain[a], ref))
+        (vh, ih, wh), (vw, iw, ww) = axes
+        # The set of (dh, dw) pairs is the product of the per-axis sets (every combination occurs), so this is
+        # the official de-duplicated table, in the same (lexicographic) row order.
+        table = cpb_coords(torch.stack(torch.meshgrid(vh, vw, indexing="ij"), dim=-1).reshape(-1, 2))
+        plan = _BiasPlan(table, (len(vh), len(vw)), ih, wh, iw, ww)
+        return _BiasPlan(*(t.to(device) if isinstance(t, Tensor) else t for t in plan))
+
+
+@functools.lru_cache(maxsize=128)
+def _length_scale(height: int, width: int, window_size: int, num_pooled: int, device: torch.device) -> Tensor:
+    """(H, W, 1, 1) ln(number of in-map window positions + pooled keys) per pixel (float64)."""
+    with torch.inference_mode(False), torch.no_grad():
+        pad = window_size // 2
+
+        def valid(n: int) -> Tensor:
+            i = torch.arange(n)
+            return (i.clamp(max=pad) + (n - 1 - i).clamp(max=pad) + 1).clamp(max=window_size)
+
+        count = valid(height)[:, None] * valid(width)[None, :]
+        return torch.log(count.double() + num_pooled).view(height, width, 1, 1).to(device)
+
+
+def _gather_bias(values: Tensor, plan: _BiasPlan) -> Tensor:
+    """(heads, H * W, Hk * Wk) bias from the MLP output on the table, ``values`` (heads, Uh, Uw)."""
+    heads = values.shape[0]
+    height, key_h, taps_h = plan.index_h.shape
+    width, key_w, taps_w = plan.index_w.shape
+    col_index = plan.index_w.permute(2, 0, 1).unsqueeze(-2)  # (S, W, 1, Wk)
+    if taps_h == 1 and taps_w == 1:
+        bias = values[:, plan.index_h[:, None, :, None, 0], col_index[0]]  # (heads, H, W, Hk, Wk)
+    else:
+        rows = values[:, plan.index_h]  # (heads, H, Hk, T, Uw)
+        rows = (rows * plan.weight_h[..., None].to(values.dtype)).sum(3) if taps_h > 1 else rows[:, :, :, 0]
+        q_idx = torch.arange(height, device=values.device).view(height, 1, 1, 1)
+        k_idx = torch.arange(key_h, device=values.device).view(1, 1, key_h, 1)
+        col_weight = plan.weight_w.permute(2, 0, 1).unsqueeze(-2).to(values.dtype)  # (S, W, 1, Wk)
+        bias = None
+        for s in range(taps_w):
+            term = rows[:, q_idx, k_idx, col_index[s]]  # (heads, H, W, Hk, Wk)
+            if taps_w > 1:
+                term = term * col_weight[s]
+            bias = term if bias is None else bias + term
+    return bias.reshape(heads, height * width, key_h * key_w)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Neighbourhood terms on shifted views, (B, H, W, heads, d) layout, with explicit backward.
+
+
+def _window_offsets(window_size: int) -> list[tuple[int, int]]:
+    """Window offsets in row-major order (top-left first), the order of ``relative_pos_bias_local``."""
+    pad = window_size // 2
+    return [(di, dj) for di in range(-pad, pad + 1) for dj in range(-pad, pad + 1)]
+
+
+def _shift(n: int, offset: int) -> tuple[slice, slice]:
+    """Along an axis of length n: the query positions whose key at ``query + offset`` is inside, and those keys."""
+    lo, hi = max(0, -offset), n - max(0, offset)
+    if hi <= lo:
+        return slice(0, 0), slice(0, 0)
+    return slice(lo, hi), slice(lo + offset, hi + offset)
+
+
+def _window_slices(height: int, width: int, window_size: int):
+    for z, (di, dj) in enumerate(_window_offsets(window_size)):
+        (qr, kr), (qc, kc) = _shift(height, di), _shift(width, dj)
+        yield z, (slice(None), qr, qc), (slice(None), kr, kc)
+
+
+class _NeighbourhoodLogits(torch.autograd.Function):
+    """out[b, i, j, h, z] = q[b, i, j, h] . k[b, i + di_z, j + dj_z, h]; ``-inf`` where the key is off the map."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, window_size: int) -> Tensor:
+        b, height, width, heads, _ = q.shape
+        out = q.new_full((b, height, width, heads, window_size**2), float("-inf"))
+        for z, qs, ks in _window_slices(height, width, window_size):
+            out[qs + (slice(None), z)] = (q[qs] * k[ks]).sum(-1)
+        ctx.save_for_backward(q, k)
+        ctx.window_size = window_size
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        q, k = ctx.saved_tensors
+        grad_q = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
+        grad_k = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
+        for z, qs, ks in _window_slices(q.shape[1], q.shape[2], ctx.window_size):
+            g = grad[qs + (slice(None), slice(z, z + 1))]
+            if grad_q is not None:
+                grad_q[qs].addcmul_(g, k[ks])
+            if grad_k is not None:
+                grad_k[ks].addcmul_(g, q[qs])
+        return grad_q, grad_k, None
+
+
+class _NeighbourhoodAggregate(torch.autograd.Function):
+    """out[b, i, j, h] = sum_z w[b, i, j, h, z] v[b, i + di_z, j + dj_z, h]  (off-map keys contribute nothing)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, v: Tensor, window_size: int) -> Tensor:
+        center = window_size**2 // 2
+        out = weight[..., center : center + 1] * v  # the centre offset covers every query
+        for z, qs, ks in _window_slices(v.shape[1], v.shape[2], window_size):
+            if z != center:
+                out[qs].addcmul_(weight[qs + (slice(None), slice(z, z + 1))], v[ks])
+        ctx.save_for_backward(weight, v)
+        ctx.window_size = window_size
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        weight, v = ctx.saved_tensors
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[0] else None
+        grad_v = torch.zeros_like(v) if ctx.needs_input_grad[1] else None
+        for z, qs, ks in _window_slices(v.shape[1], v.shape[2], ctx.window_size):
+            g = grad[qs]
+            if grad_w is not None:
+                grad_w[qs + (slice(None), z)] = (g * v[ks]).sum(-1)
+            if grad_v is not None:
+                grad_v[ks].addcmul_(weight[qs + (slice(None), slice(z, z + 1))], g)
+        return grad_w, grad_v, None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _CosineAttentionBase(nn.Module):
+    """Parameters and position bias shared by both attention forms."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        pretrain_grid: int | tuple[int, int],
+        pos_bias_mode: PosBiasMode,
+        pos_bias_grid: int | tuple[int, int] | None,
+        proj_drop: float,
+        attn_drop: float,
+        dd: dict,
+    ):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"{type(self).__name__}: dim {dim} must be divisible by num_heads {num_heads}")
+        if pos_bias_mode not in _POS_BIAS_MODES:
+            raise ValueError(f"pos_bias_mode must be one of {_POS_BIAS_MODES}, got {pos_bias_mode!r}")
+        if pos_bias_mode == "interpolate" and pos_bias_grid is None:
+            raise ValueError("pos_bias_mode='interpolate' needs pos_bias_grid (the map size the bias is computed at)")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.pretrain_grid = _pair(pretrain_grid, "pretrain_grid")
+        self.pos_bias_mode = pos_bias_mode
+        self.pos_bias_grid = _pair(pos_bias_grid, "pos_bias_grid")
+        self.temperature = nn.Parameter(torch.full((num_heads, 1, 1), _inverse_softplus(_TEMPERATURE_INIT), **dd))
+        self.query_embedding = nn.Parameter(torch.empty(num_heads, 1, self.head_dim, **dd))
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _init_cpb(self, dd: dict) -> None:
+        self.cpb_fc1 = nn.Linear(2, _CPB_HIDDEN, **dd)
+        self.cpb_fc2 = nn.Linear(_CPB_HIDDEN, self.num_heads, **dd)
+
+    def _position_bias(self, query: tuple[int, int], key: tuple[int, int], ref_key: tuple[int, int] | None) -> Tensor:
+        """(heads, Hq * Wq, Hk * Wk) continuous relative position bias for a query grid and a key grid."""
+        interpolate = self.pos_bias_mode == "interpolate"
+        plan = _bias_plan(
+            query,
+            key,
+            self.pretrain_grid,
+            self.pos_bias_grid if interpolate else None,
+            ref_key if interpolate else None,
+            self.cpb_fc1.weight.device,
+        )
+        table = plan.table.to(self.cpb_fc1.weight.dtype)
+        values = self.cpb_fc2(F.relu(self.cpb_fc1(table)))  # (Uh * Uw, heads)
+        return _gather_bias(values.t().reshape(self.num_heads, *plan.shape), plan)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, pretrain_grid={self.pretrain_grid}, "
+            f"pos_bias_mode={self.pos_bias_mode!r}, pos_bias_grid={self.pos_bias_grid}"
+        )
+
+
+def _check_map(x: Tensor, dim: int, name: str) -> None:
+    if x.ndim != 4 or x.shape[-1] != dim:
+        raise ValueError(f"{name}: expected x of shape (B, H, W, {dim}), got {tuple(x.shape)}")
+
+
+class AggregatedAttention(_CosineAttentionBase):
+    """Neighbourhood + pooled-map attention under one softmax (see the module docstring for the math).
+
+    Args:
+        dim: channels C.
+        num_heads: heads (head_dim = C / heads; 24 in every TransNeXt).
+        window_size: odd side k of the neighbourhood.
+        pool_ratio: pooled grid = map size // pool_ratio (``sr_ratio`` in the official code).
+        fixed_pool_size: if set, the pooled grid is this size at every input size ("linear" mode).
+        pretrain_grid: map size at the pre-training resolution, normalises the CPB offsets (224 px -> 56 at
+            stride 4).
+        pos_bias_mode: "extrapolate" (CPB at the actual offsets) or "interpolate" (CPB on ``pos_bias_grid``,
+            bilinearly resized).
+        pos_bias_grid: reference map size for "interpolate".
+        qkv_bias: bias in ``q`` and ``kv``.
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after ``proj``.
+
+    State-dict keys as the official model, except ``sr`` -> ``pool_proj`` and ``norm`` -> ``pool_norm``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        window_size: int = 3,
+        pool_ratio: int = 8,
+        fixed_pool_size: int | tuple[int, int] | None = None,
+        pretrain_grid: int | tuple[int, int] = 56,
+        pos_bias_mode: PosBiasMode = "extrapolate",
+        pos_bias_grid: int | tuple[int, int] | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        dd = dict(device=device, dtype=dtype)
+        super().__init__(dim, num_heads, pretrain_grid, pos_bias_mode, pos_bias_grid, proj_drop, attn_drop, dd)
+        if window_size < 1 or window_size % 2 != 1:
+            raise ValueError(f"AggregatedAttention: window_size must be a positive odd int, got {window_size}")
+        if pool_ratio < 1:
+            raise ValueError(f"AggregatedAttention: pool_ratio must be >= 1, got {pool_ratio}")
+        self.window_size = window_size
+        self.pool_ratio = pool_ratio
+        self.fixed_pool_size = _pair(fixed_pool_size, "fixed_pool_size")
+        local_len = window_size**2
+
+        self.relative_pos_bias_local = nn.Parameter(torch.empty(num_heads, local_len, **dd))
+        self.learnable_tokens = nn.Parameter(torch.empty(num_heads, self.head_dim, local_len, **dd))
+        self.learnable_bias = nn.Parameter(torch.zeros(num_heads, 1, local_len, **dd))
+        self.q = nn.Linear(dim, dim, bias=qkv_bias, **dd)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.pool_proj = nn.Conv2d(dim, dim, kernel_size=1, **dd)
+        self.pool_act = nn.GELU()
+        self.pool_norm = nn.LayerNorm(dim, **dd)  # default eps 1e-5, as the official
+        self._init_cpb(dd)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.query_embedding, std=0.02)
+        nn.init.trunc_normal_(self.relative_pos_bias_local, std=4e-4)
+        nn.init.trunc_normal_(self.learnable_tokens, std=0.02)
+        nn.init.zeros_(self.learnable_bias)
+        self.temperature.fill_(_inverse_softplus(_TEMPERATURE_INIT))
+
+    def pool_size(self, height: int, width: int) -> tuple[int, int]:
+        """Pooled grid for an H x W map."""
+        if self.fixed_pool_size is not None:
+            return self.fixed_pool_size
+        return max(1, height // self.pool_ratio), max(1, width // self.pool_ratio)
+
+    def position_bias(self, height: int, width: int) -> Tensor:
+        """(heads, H * W, Hp * Wp) bias of the pooled keys for an H x W map."""
+        ref_key = None
+        if self.pos_bias_mode == "interpolate":
+            ref_key = self.pool_size(*self.pos_bias_grid)
+        return self._position_bias((height, width), self.pool_size(height, width), ref_key)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_map(x, self.dim, "AggregatedAttention")
+        b, height, width, c = x.shape
+        n, heads, hd, ws = height * width, self.num_heads, self.head_dim, self.window_size
+        pool_h, pool_w = self.pool_size(height, width)
+        num_pooled = pool_h * pool_w
+
+        # Queries: normalised, plus the query embedding, times the per-pixel length scale and temperature.
+        q_norm = F.normalize(self.q(x).view(b, height, width, heads, hd), dim=-1)
+        length = _length_scale(height, width, ws, num_pooled, x.device).to(q_norm.dtype)  # (H, W, 1, 1)
+        scale = F.softplus(self.temperature).view(heads, 1).to(q_norm.dtype) * length  # (H, W, heads, 1)
+        q_scaled = (q_norm + self.query_embedding.view(heads, hd)) * scale
+        k, v = self.kv(x).view(b, height, width, 2, heads, hd).unbind(3)
+        k = F.normalize(k, dim=-1).to(q_scaled.dtype)
+
+        # Pooled keys/values (official order: 1x1 conv, GELU, pool, LayerNorm; the same kv projection).
+        pooled = self.pool_act(self.pool_proj(x.permute(0, 3, 1, 2)))
+        pooled = F.adaptive_avg_pool2d(pooled, (pool_h, pool_w)).flatten(2).transpose(1, 2)  # (B, Hp * Wp, C)
+        k_pool, v_pool = self.kv(self.pool_norm(pooled)).view(b, num_pooled, 2, heads, hd).permute(2, 0, 3, 1, 4)
+        k_pool = F.normalize(k_pool, dim=-1)  # (B, heads, Hp * Wp, hd)
+
+        # Logits of both key sets.
+        logits_local = _NeighbourhoodLogits.apply(q_scaled, k, ws)  # (B, H, W, heads, k^2)
+        logits_local = logits_local + self.relative_pos_bias_local.to(logits_local.dtype)
+        q_heads = q_scaled.permute(0, 3, 1, 2, 4).reshape(b, heads, n, hd)
+        logits_pool = torch.matmul(q_heads, k_pool.transpose(-2, -1).to(q_heads.dtype))  # (B, heads, N, Hp * Wp)
+        logits_pool.add_(self.position_bias(height, width).to(logits_pool.dtype))
+
+        # One softmax over both blocks without concatenating them: shared row maximum, shared denominator.
+        with torch.no_grad():
+            row_max = torch.maximum(logits_local.amax(-1), logits_pool.amax(-1).transpose(1, 2).view_as(k[..., 0]))
+        exp_local = torch.exp(logits_local - row_max.unsqueeze(-1))
+        exp_pool = logits_pool.sub_(row_max.view(b, n, heads).transpose(1, 2).unsqueeze(-1)).exp_()
+        denom = exp_local.sum(-1) + exp_pool.sum(-1).transpose(1, 2).view(b, height, width, heads)
+        inv_denom = denom.reciprocal()  # (B, H, W, heads)
+        attn_local = self.attn_drop(exp_local * inv_denom.unsqueeze(-1))
+        exp_pool = self.attn_drop(exp_pool)
+
+        # Learnable tokens: a query-dependent, unnormalised addition to the neighbourhood weights.
+        tokens = torch.einsum("bijhd,hdz->bijhz", q_norm, self.learnable_tokens.to(q_norm.dtype))
+        weight_local = attn_local + tokens + self.learnable_bias.view(heads, ws * ws).to(tokens.dtype)
+
+        out = _NeighbourhoodAggregate.apply(weight_local, v.to(weight_local.dtype), ws)  # (B, H, W, heads, hd)
+        out_pool = torch.matmul(exp_pool, v_pool.to(exp_pool.dtype))  # (B, heads, N, hd)
+        out_pool = out_pool.transpose(1, 2).view(b, height, width, heads, hd) * inv_denom.unsqueeze(-1)
+        out = (out + out_pool).reshape(b, height, width, c)
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, window_size={self.window_size}, pool_ratio={self.pool_ratio}, "
+            f"fixed_pool_size={self.fixed_pool_size}"
+        )
+
+
+class LengthScaledAttention(_CosineAttentionBase):
+    """Cosine attention over all tokens with query embedding, ln(N) length scale and CPB (TransNeXt stage 4).
+
+    Args as :class:`AggregatedAttention` (no window, no pooling). State-dict keys as the official ``Attention``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        pretrain_grid: int | tuple[int, int] = 7,
+        pos_bias_mode: PosBiasMode = "extrapolate",
+        pos_bias_grid: int | tuple[int, int] | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        fused_attn: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        dd = dict(device=device, dtype=dtype)
+        super().__init__(dim, num_heads, pretrain_grid, pos_bias_mode, pos_bias_grid, proj_drop, attn_drop, dd)
+        self.fused_attn = fused_attn
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self._init_cpb(dd)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.query_embedding, std=0.02)
+        self.temperature.fill_(_inverse_softplus(_TEMPERATURE_INIT))
+
+    def position_bias(self, height: int, width: int) -> Tensor:
+        """(heads, N, N) bias for an H x W map."""
+        return self._position_bias((height, width), (height, width), self.pos_bias_grid)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_map(x, self.dim, "LengthScaledAttention")
+        b, height, width, c = x.shape
+        n = height * width
+        # qkv output channels are [q | k | v], each head-major (official layout).
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        scale = F.softplus(self.temperature) * math.log(n)  # (heads, 1, 1)
+        q = (F.normalize(q, dim=-1) + self.query_embedding) * scale.to(q.dtype)
+        k = F.normalize(k, dim=-1).to(q.dtype)
+        bias = self.position_bias(height, width).to(q.dtype)
+        if self.fused_attn:
+            p = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=bias, dropout_p=p, scale=1.0)
+        else:
+            attn = self.attn_drop((q @ k.transpose(-2, -1) + bias).softmax(dim=-1))
+            out = attn @ v.to(attn.dtype)
+        out = out.transpose(1, 2).reshape(b, height, width, c)
+        return self.proj_drop(self.proj(out))

@@ -1,0 +1,179 @@
+"""Blocked local self-attention with a halo (HaloNet, Vaswani et al., CVPR 2021, arXiv:2103.12731).
+
+The map is cut into non-overlapping query blocks of b x b pixels. Every query of a block attends to the keys and
+values of the w x w window (w = b + 2h) made of that block and a halo of h pixels around it, with logits
+
+    a(q, k) = s * q.k + q.R_h[w - 1 + k_r - q_r] + q.R_w[w - 1 + k_c - q_c],          s = d_qk ** -0.5
+
+where (q_r, q_c) is the query's position inside its block, (k_r, k_c) the key's position inside the window and
+R_h, R_w are (2w - 1, d_qk) tables of factorised relative positions (indexed as timm indexes them: a key at the
+query's own pixel uses row w - 1 + h, not the table centre). ``scale_pos_embed`` scales the relative term by s too.
+Query/key width (d_qk per head) and value width (d_v = dim_out / heads) are independent: the paper's value
+multiplier r_v is ``dim_out = r_v * d`` with ``dim_head = d / heads``.
+
+Stride 2: for an even b the queries are the top-left pixel of every 2x2 cell (a strided 1x1 projection; blocks of
+b/2 x b/2 queries against full-resolution windows, relative rows indexed with the downsampled query position, as
+timm does); for an odd b (or ``avg_down``) attention runs at full resolution and a 2x2 average pool follows.
+
+Any H and W: the projections are zero-padded to a multiple of b (and by h around the border), the output is
+cropped back to ceil(H / stride) x ceil(W / stride). ``mask_padding=False`` lets every padded key take part in the
+softmax as a zero key/value (timm's numerics at the border halo, needed for timm's weights); ``mask_padding=True``
+removes padded keys from the softmax.
+
+Layout: input (B, dim, H, W) -> output (B, dim_out, ceil(H / stride), ceil(W / stride)). The key/value projection's
+output channels are grouped per head, [k_0 | v_0 | k_1 | v_1 | ...] (timm's layout, kept for its weights).
+Keys/values are gathered once into (B * heads * blocks, w * w, d_qk + d_v) windows; inference runs the fused
+``scaled_dot_product_attention`` with the relative logits as its additive mask, training a baddbmm/softmax/bmm
+chain (the fused kernel gives no gradient for the mask).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.layers import make_divisible, trunc_normal_
+from torch import Tensor, nn
+
+__all__ = ["HaloAttention"]
+
+
+class _RelPosTables(nn.Module):
+    """The two factorised relative-position tables (state-dict names ``height_rel`` / ``width_rel``)."""
+
+    def __init__(self, window_size: int, dim_head: int, device=None, dtype=None):
+        super().__init__()
+        self.height_rel = nn.Parameter(torch.zeros(2 * window_size - 1, dim_head, device=device, dtype=dtype))
+        self.width_rel = nn.Parameter(torch.zeros(2 * window_size - 1, dim_head, device=device, dtype=dtype))
+
+
+class HaloAttention(nn.Module):
+    """Halo attention: b x b query blocks against (b + 2h)^2 key/value windows, any input size.
+
+    Args:
+        dim: input channels.
+        dim_out: output (= value) channels, ``dim`` if not given; must be divisible by ``num_heads``.
+        stride: 1, or 2 to halve the output resolution.
+        num_heads: attention heads.
+        dim_head: query/key channels per head; if not given ``make_divisible(dim_out * qk_ratio, 8) // num_heads``.
+        block_size: query block side b.
+        halo_size: halo h around each block for the keys/values.
+        qk_ratio: query/key width relative to ``dim_out`` when ``dim_head`` is not given.
+        qkv_bias: bias in the query and key/value projections.
+        avg_down: with stride 2, attend at full resolution and average-pool instead of striding the queries.
+        scale_pos_embed: scale the relative-position logits by d_qk ** -0.5 as well.
+        mask_padding: exclude padded keys (border halo and the padding to a multiple of b) from the softmax.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int | None = None,
+        stride: int = 1,
+        num_heads: int = 8,
+        dim_head: int | None = None,
+        block_size: int = 8,
+        halo_size: int = 3,
+        qk_ratio: float = 1.0,
+        qkv_bias: bool = False,
+        avg_down: bool = False,
+        scale_pos_embed: bool = False,
+        mask_padding: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        dim_out = dim_out or dim
+        if dim_out % num_heads:
+            raise ValueError(f"HaloAttention: dim_out={dim_out} must be divisible by num_heads={num_heads}")
+        if stride not in (1, 2):
+            raise ValueError(f"HaloAttention: stride must be 1 or 2, got {stride}")
+        if block_size < 1 or halo_size < 0:
+            raise ValueError(f"HaloAttention: need block_size >= 1 and halo_size >= 0, got {block_size}, {halo_size}")
+        self.num_heads = num_heads
+        self.dim_head_qk = dim_head or make_divisible(dim_out * qk_ratio, divisor=8) // num_heads
+        self.dim_head_v = dim_out // num_heads
+        self.scale = self.dim_head_qk**-0.5
+        self.scale_pos_embed = scale_pos_embed
+        self.mask_padding = mask_padding
+        self.block_size = block_size
+        self.halo_size = halo_size
+        self.window_size = block_size + 2 * halo_size
+        self.avg_pool = stride == 2 and (avg_down or block_size % 2 == 1)
+        self.query_stride = 2 if stride == 2 and not self.avg_pool else 1
+        self.query_block = block_size // self.query_stride
+
+        self.q = nn.Conv2d(dim, num_heads * self.dim_head_qk, 1, stride=self.query_stride, bias=qkv_bias, **dd)
+        self.kv = nn.Conv2d(dim, num_heads * (self.dim_head_qk + self.dim_head_v), 1, bias=qkv_bias, **dd)
+        self.pos_embed = _RelPosTables(self.window_size, self.dim_head_qk, **dd)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.q.in_channels**-0.5
+        trunc_normal_(self.q.weight, std=std)
+        trunc_normal_(self.kv.weight, std=std)
+        trunc_normal_(self.pos_embed.height_rel, std=self.scale)
+        trunc_normal_(self.pos_embed.width_rel, std=self.scale)
+        for conv in (self.q, self.kv):
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+    def _pad_mask(self, num_blocks: int, before: int, after: int, like: Tensor) -> Tensor:
+        """(num_blocks, w) additive mask along one axis: -inf where a block's window reads padding."""
+        pos = torch.arange(num_blocks, device=like.device)[:, None] * self.block_size
+        pos = pos + torch.arange(self.window_size, device=like.device)
+        valid = (pos >= before) & (pos < num_blocks * self.block_size + 2 * self.halo_size - after)
+        return torch.zeros(valid.shape, dtype=like.dtype, device=like.device).masked_fill_(~valid, float("-inf"))
+
+    def _rel_logits(self, q: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
+        """Relative-position logits (and the padding mask) of q (B, heads, nh, nw, bq, bq, d): (n, bq^2, w^2)."""
+        B, heads, nh, nw, bq = q.shape[:5]
+        win = self.window_size
+        # table row read by query row/column i for key row/column j of the window
+        index = torch.arange(win, device=q.device)[None, :] - torch.arange(bq, device=q.device)[:, None] + win - 1
+        rel_h = torch.einsum("bnhwrcd,rkd->bnhwrck", q, self.pos_embed.height_rel[index]).contiguous()
+        rel_w = torch.einsum("bnhwrcd,ckd->bnhwrck", q, self.pos_embed.width_rel[index]).contiguous()
+        if self.mask_padding:
+            rel_h = rel_h + self._pad_mask(nh, pad[2], pad[3], q)[:, None, None, None, :]
+            rel_w = rel_w + self._pad_mask(nw, pad[0], pad[1], q)[:, None, None, :]
+        # (.., q_r, q_c, k_r, 1) + (.., q_r, q_c, 1, k_c): keys in the window's raster order
+        return (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).view(B * heads * nh * nw, bq * bq, win * win)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, _, H, W = x.shape
+        b, h, win, bq, heads = self.block_size, self.halo_size, self.window_size, self.query_block, self.num_heads
+        d_qk, d_v = self.dim_head_qk, self.dim_head_v
+        nh, nw = math.ceil(H / b), math.ceil(W / b)
+        n = B * heads * nh * nw
+
+        q = self.q(x)
+        q = F.pad(q, (0, nw * bq - q.shape[-1], 0, nh * bq - q.shape[-2]))
+        # (B, heads, d, nh, bq, nw, bq) -> (B, heads, nh, nw, bq, bq, d)
+        q = q.view(B, heads, d_qk, nh, bq, nw, bq).permute(0, 1, 3, 5, 4, 6, 2)
+        if self.scale_pos_embed:
+            q = q * self.scale
+        pad = (h, h + nw * b - W, h, h + nh * b - H)  # one zero pad: the halo and the padding to a multiple of b
+        rel = self._rel_logits(q, pad)
+        q = q.reshape(n, bq * bq, d_qk)
+
+        kv = F.pad(self.kv(x), pad).view(B, heads, d_qk + d_v, nh * b + 2 * h, nw * b + 2 * h)
+        # overlapping windows as a strided view (B, heads, d, nh, nw, w, w), gathered once into (n, w * w, d)
+        kv = kv.unfold(3, win, b).unfold(4, win, b).permute(0, 1, 3, 4, 5, 6, 2).reshape(n, win * win, d_qk + d_v)
+        k, v = kv[..., :d_qk], kv[..., d_qk:]
+
+        scale = 1.0 if self.scale_pos_embed else self.scale
+        if torch.is_grad_enabled():
+            attn = torch.baddbmm(rel, q * scale, k.transpose(1, 2)).softmax(dim=-1)
+            out = torch.bmm(attn, v)
+        else:
+            out = F.scaled_dot_product_attention(
+                q[:, None], k[:, None], v[:, None], attn_mask=rel[:, None], scale=scale
+            )
+        # (n, bq * bq, d_v) -> (B, heads, d_v, nh, bq, nw, bq) -> (B, dim_out, nh * bq, nw * bq)
+        out = out.reshape(B, heads, nh, nw, bq, bq, d_v).permute(0, 1, 6, 2, 4, 3, 5)
+        out = out.reshape(B, heads * d_v, nh * bq, nw * bq)
+        if self.avg_pool:
+            return F.avg_pool2d(out[:, :, :H, :W], 2, ceil_mode=True)
+        return out[:, :, : math.ceil(H / self.query_stride), : math.ceil(W / self.query_stride)]

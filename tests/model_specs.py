@@ -33,6 +33,21 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "efficientvit_m3": (6_900_722, "Cream EfficientViT classification README M3 6.9M; official & timm 6,900,722"),
     "efficientvit_m4": (8_804_228, "Cream EfficientViT classification README M4 8.8M; official & timm 8,804,228"),
     "efficientvit_m5": (12_473_772, "Cream EfficientViT classification README M5 12.4M; official & timm 12,473,772"),
+    # HaloNet H0-H7: the paper's table (arXiv:2103.12731; 5.50/8.10/9.40/11.84/19.10/30.72/43.46/67.43M, as
+    # reproduced by keras_cv_attention_models, see shared/reference/halonet_efficientvit.md A.5). timm's hybrids:
+    # exact counts of timm 1.0.31 (HF model cards 12.5M / 13.7M / 22.7M / 10.8M; halonet_h1 8.1M).
+    "halonet_h0": (5_500_000, "HaloNet paper table H0 5.50M"),
+    "halonet_h1": (8_100_000, "HaloNet paper table H1 8.10M; timm 1.0.31 8,100,056"),
+    "halonet_h2": (9_400_000, "HaloNet paper table H2 9.40M"),
+    "halonet_h3": (11_840_000, "HaloNet paper table H3 11.84M"),
+    "halonet_h4": (19_100_000, "HaloNet paper table H4 19.10M"),
+    "halonet_h5": (30_720_000, "HaloNet paper table H5 30.72M"),
+    "halonet_h6": (43_460_000, "HaloNet paper table H6 43.46M"),
+    "halonet_h7": (67_430_000, "HaloNet paper table H7 67.43M"),
+    "halonet26t": (12_480_288, "timm 1.0.31 halonet26t (HF card 12.5M)"),
+    "sehalonet33ts": (13_691_712, "timm 1.0.31 sehalonet33ts (HF card 13.7M)"),
+    "halonet50ts": (22_733_280, "timm 1.0.31 halonet50ts (HF card 22.7M)"),
+    "eca_halonext26ts": (10_756_885, "timm 1.0.31 eca_halonext26ts (HF card 10.8M)"),
 }
 
 # family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
@@ -42,6 +57,13 @@ SMALL_KWARGS: dict[str, dict] = {
     # upstream of it at init, which the gradient check cannot tell from a dead parameter.
     r"efficientvit_m\d": dict(
         embed_dim=(16, 24, 32), depth=(1, 1, 1), num_heads=(2, 2, 2), key_dim=(4, 4, 4), zero_init_last=False
+    ),
+    # HaloNet (zero_init_last=False as above): one block per stage, a strided halo block in the last stage.
+    r"halonet_h\d": dict(
+        stem_chs=16, widths=(16, 32, 32, 64), layouts=("A", "A", "A", "A"), num_heads=2, zero_init_last=False
+    ),
+    r"halonet26t|sehalonet33ts|halonet50ts|eca_halonext26ts": dict(
+        stem_chs=16, widths=(64, 64, 128, 128), layouts=("B", "BA", "BA", "A"), num_heads=2, zero_init_last=False
     ),
 }
 

@@ -2,3 +2,4 @@
 
 from .focalnet import *  # noqa: F401,F403
 from .efficientvit_msra import *  # noqa: F401,F403
+from .halonet import *  # noqa: F401,F403

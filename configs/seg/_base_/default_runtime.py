@@ -1,0 +1,7 @@
+# mmseg's runtime (default_scope='mmseg', nccl, SegLocalVisualizer) plus a fixed seed, so that --resume
+# replays the same data order (mmseg's base leaves the seed random).
+# CPU: configs keep the official GPU settings (SyncBN heads); backbones.mm.runner adapts them when no GPU is
+# present (SyncBN -> BN, dist backend gloo, CPU DDP wrapper, AMP off) and logs every change.
+_base_ = 'mmseg::_base_/default_runtime.py'
+
+randomness = dict(seed=0, deterministic=False)

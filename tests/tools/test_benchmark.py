@@ -1,0 +1,77 @@
+"""tools/benchmark.py: figures, CSV and plot for a tiny model; --compare against a reference."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import backbones
+from backbones import _bench
+
+TINY = ["--img-size", "32", "--batch-size", "2", "--repeats", "1", "--warmup", "0", "--no-progress"]
+
+
+def test_benchmark_writes_csv_and_plot(tmp_path, bench_tool):
+    out_csv, out_png = tmp_path / "bench.csv", tmp_path / "bench.png"
+    rows = bench_tool.main(["test_resnet", "test_vit", "--mode", "both", "--csv", str(out_csv), "--plot", str(out_png),
+                            "--model-kwargs", json.dumps({"num_classes": 10}), *TINY])
+    assert [(r["model"], r["mode"]) for r in rows] == [
+        ("test_resnet", "infer"), ("test_resnet", "train"), ("test_vit", "infer"), ("test_vit", "train")]
+    with open(out_csv, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == 4 and set(written[0]) == set(bench_tool.FIELDS)
+    for r in rows:
+        assert r["params_m"] > 0 and r["gmacs"] > 0 and r["img_per_s"] > 0 and r["peak_mem_mb"] > 0
+        assert r["impl"] == "timm" and r["ratio"] is None and r["input_size"] == "32x32"
+    assert out_png.stat().st_size > 1000
+
+
+def test_gmacs_match_a_hand_count(bench_tool):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    x = torch.randn(4, 3, 16, 16)
+    macs = 16 * 16 * 8 * 3 * 9 + 8 * 16 * 16 * 10  # per image
+    assert bench_tool.count_gmacs(model, x, "torch") == pytest.approx(macs / 1e9)
+
+
+def test_compare_needs_a_reference(bench_tool):
+    with pytest.raises(SystemExit, match="test_resnet.*has no reference"):
+        bench_tool.main(["test_resnet", "--compare", *TINY])
+
+
+def test_compare_with_registered_reference(tmp_path, bench_tool, monkeypatch):
+    import timm
+
+    monkeypatch.setattr(_bench, "_REFERENCES", [])
+    _bench.register_reference("test_res*", lambda name, **kw: timm.create_model(name, **kw), "clean-room")
+    assert [r.label for r in backbones.benchmark_references("test_resnet")] == ["clean-room"]
+    rows = bench_tool.main(["test_resnet", "--compare", "--mode", "infer", "--plot", str(tmp_path / "c.png"), *TINY])
+    assert [r["impl"] for r in rows] == ["timm", "clean-room"]
+    assert rows[0]["ratio"] == pytest.approx(rows[1]["ms_per_iter"] / rows[0]["ms_per_iter"], rel=1e-2)
+    assert (tmp_path / "c.png").is_file()
+
+
+@pytest.mark.skipif(not backbones.list_models("focalnet*"), reason="FocalNet is not registered yet")
+def test_compare_with_timm_original(tmp_path, bench_tool):
+    rows = bench_tool.main(["focalnet_tiny_srf", "--compare", "--mode", "infer", "--batch-size", "1", "--img-size",
+                            "32", "--repeats", "1", "--warmup", "0", "--no-progress", "--csv", str(tmp_path / "f.csv")])
+    assert [r["impl"] for r in rows] == ["ours", "timm"]
+    assert rows[0]["params_m"] == rows[1]["params_m"]
+    assert rows[0]["gmacs"] == pytest.approx(rows[1]["gmacs"], rel=1e-3)
+    assert rows[0]["ratio"] > 0 and rows[1]["ratio"] is None
+
+
+def test_kernels_flag_sets_env(bench_tool, monkeypatch):
+    monkeypatch.delenv("BACKBONES_KERNELS", raising=False)
+    bench_tool.main(["test_vit", "--kernels", "triton", "--flops", "none", *TINY])
+    import os
+
+    assert os.environ["BACKBONES_KERNELS"] == "triton"
+
+
+def test_unknown_model(bench_tool):
+    with pytest.raises(SystemExit, match="unknown model 'test_resnett'"):
+        bench_tool.main(["test_resnett", *TINY])

@@ -68,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.config.endswith(".py"):
         raise SystemExit(
-            "tools/validate.py evaluates classification recipes (.yaml); evaluate an mmdet/mmseg config with its "
-            "own test entry (backbones.mm.runner)"
+            "tools/validate.py evaluates classification recipes (.yaml); evaluate a checkpoint of an mmdet/mmseg "
+            "config with tools/test.py CONFIG CHECKPOINT"
         )
     import backbones
     from backbones.engine import (

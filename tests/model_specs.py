@@ -13,6 +13,17 @@ import re
 # H 687M / 689M with 1k heads); exact figures as timm 1.0.31 builds them with each name's default head
 # (21842 classes for the 22k tags; none for huge_fl4), see shared/reference/davit_focalnet.md B.3.
 PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
+    # DaViT: dingmyu/davit README / model comments (T 28,360,168; S 49,745,896; B 87,954,408; L 196,811,752 for
+    # large_window12_384). H and G: no official count; figures as timm 1.0.31 builds them (shared/reference A.3).
+    # *_fl (Florence-2 towers): headless by default (num_classes=0, head norm kept), as timm 1.0.31 builds them.
+    "davit_tiny": (28_360_168, "dingmyu/davit: DaViT_tiny params 28,360,168"),
+    "davit_small": (49_745_896, "dingmyu/davit: DaViT_small params 49,745,896"),
+    "davit_base": (87_954_408, "dingmyu/davit: DaViT_base params 87,954,408"),
+    "davit_large": (196_811_752, "dingmyu/davit: DaViT_large_window12_384 params 196,811,752"),
+    "davit_huge": (348_922_856, "no official count; timm 1.0.31 davit_huge"),
+    "davit_giant": (1_406_470_120, "no official count; timm 1.0.31 davit_giant"),
+    "davit_base_fl": (90_370_048, "no official count; timm 1.0.31 davit_base_fl, num_classes=0"),
+    "davit_huge_fl": (360_636_416, "no official count; timm 1.0.31 davit_huge_fl, num_classes=0"),
     "focalnet_tiny_srf": (28_427_116, "FocalNet README 28.4M; timm 1.0.31"),
     "focalnet_small_srf": (49_891_216, "FocalNet README 49.9M; timm 1.0.31"),
     "focalnet_base_srf": (88_148_144, "FocalNet README 88.1M; timm 1.0.31"),
@@ -52,6 +63,7 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
 
 # family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
 SMALL_KWARGS: dict[str, dict] = {
+    r"davit_.*": dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 2, 1)),
     r"focalnet_.*": dict(embed_dim=16, depths=(1, 1, 2, 1)),
     # zero_init_last=False: the official zero-gamma init of the last BN of every branch would stop all gradients
     # upstream of it at init, which the gradient check cannot tell from a dead parameter.

@@ -28,6 +28,9 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
     "focalnet_small_lrf": (83.5, "FocalNet README"),
     "focalnet_base_srf": (83.7, "FocalNet README"),
     "focalnet_base_lrf": (83.9, "FocalNet README"),
+    "davit_tiny": (82.8, "dingmyu/davit README"),
+    "davit_small": (84.2, "dingmyu/davit README"),
+    "davit_base": (84.6, "dingmyu/davit README"),
 }
 
 

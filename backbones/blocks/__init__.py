@@ -1,0 +1,6 @@
+"""Token mixers and other blocks shared by the model families (one module per idea)."""
+
+from .channel_attention import ChannelAttention  # noqa: F401
+from .conv_pos_enc import ConvPosEnc  # noqa: F401
+from .halo_attention import HaloAttention  # noqa: F401
+from .window_attention import WindowAttention  # noqa: F401

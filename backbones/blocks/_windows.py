@@ -1,0 +1,62 @@
+"""Helpers for window-based mixers: pad a map to a multiple of the window, cut it into windows, put it back.
+
+Layout is channels-last: maps are (B, H, W, C). With window (wh, ww) and H, W multiples of it,
+
+    window_partition: (B, H, W, C) -> (B * H/wh * W/ww, wh * ww, C)   windows in row-major order per image,
+                                                                       tokens row-major inside each window
+    window_reverse:   the inverse, given H and W.
+
+``pad_to_multiple`` zero-pads right and bottom only (top-left content keeps its coordinates, so cropping back is
+``x[:, :H, :W]``). It works for channels-last (B, H, W, C) and channels-first (B, C, H, W) maps.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["pad_to_multiple", "window_partition", "window_reverse", "to_2tuple_int"]
+
+
+def to_2tuple_int(value: int | tuple[int, int], name: str = "window_size") -> tuple[int, int]:
+    """``(v, v)`` for an int, the pair itself for a pair; a clear error for anything else or non-positive sizes."""
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, tuple | list) else ()
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
+    return pair
+
+
+def pad_to_multiple(x: Tensor, multiple: int | tuple[int, int], channels_last: bool = True) -> Tensor:
+    """Zero-pad the spatial dims of ``x`` on the right/bottom up to multiples of ``multiple`` (h, w).
+
+    Args:
+        x: (B, H, W, C) if ``channels_last`` else (B, C, H, W).
+        multiple: int or (mh, mw).
+        channels_last: layout of ``x``.
+    Returns:
+        ``x`` itself when no padding is needed, else the padded copy.
+    """
+    mh, mw = to_2tuple_int(multiple, "multiple")
+    h, w = (x.shape[-3], x.shape[-2]) if channels_last else (x.shape[-2], x.shape[-1])
+    pad_h, pad_w = (-h) % mh, (-w) % mw
+    if pad_h == 0 and pad_w == 0:
+        return x
+    if channels_last:
+        return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def window_partition(x: Tensor, window_size: tuple[int, int]) -> Tensor:
+    """(B, H, W, C) with H, W multiples of the window -> (B * nWh * nWw, wh * ww, C)."""
+    b, h, w, c = x.shape
+    wh, ww = window_size
+    x = x.view(b, h // wh, wh, w // ww, ww, c)  # (B, nWh, wh, nWw, ww, C)
+    return x.transpose(2, 3).reshape(-1, wh * ww, c)
+
+
+def window_reverse(windows: Tensor, window_size: tuple[int, int], height: int, width: int) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nWh * nWw, wh * ww, C) -> (B, height, width, C)."""
+    wh, ww = window_size
+    c = windows.shape[-1]
+    x = windows.view(-1, height // wh, width // ww, wh, ww, c)  # (B, nWh, nWw, wh, ww, C)
+    return x.transpose(2, 3).reshape(-1, height, width, c)

@@ -39,7 +39,9 @@ _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module",
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 
 
-def unwrap_state_dict(checkpoint: Any, prefixes: tuple[str, ...] = _PREFIXES) -> dict[str, Tensor]:
+def unwrap_state_dict(
+    checkpoint: Any, prefixes: tuple[str, ...] = _PREFIXES, use_ema: bool = False
+) -> dict[str, Tensor]:
     """Return the tensor dict inside a checkpoint.
 
     Accepts a plain state dict or one wrapped under ``state_dict`` / ``model`` / ... (as saved by timm,
@@ -92,11 +94,13 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, Ten
     return model.load_state_dict(state_dict, strict=strict)
 
 
-def load_checkpoint(model: torch.nn.Module, checkpoint: Any, strict: bool = True, filter_fn: Any = None) -> Any:
+def load_checkpoint(
+    model: torch.nn.Module, checkpoint: Any, strict: bool = True, filter_fn: Any = None, use_ema: bool = False
+) -> Any:
     """Load official, timm or this repository's weights into ``model``.
 
     ``checkpoint`` is a path (``.pth``/``.pt``/``.bin``/``.safetensors``) or an already loaded object. Wrappers
-    and prefixes are removed (:func:`unwrap_state_dict`), then the family's ``checkpoint_filter_fn`` maps
+    and prefixes are removed (:func:`unwrap_state_dict`; ``use_ema`` picks EMA weights when both are saved), then the family's ``checkpoint_filter_fn`` maps
     official layouts onto ours (it passes our own layout through), then the keys and shapes are checked.
     """
     import sys
@@ -108,7 +112,7 @@ def load_checkpoint(model: torch.nn.Module, checkpoint: Any, strict: bool = True
             checkpoint = load_file(checkpoint, device="cpu")
         else:
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    sd = unwrap_state_dict(checkpoint)
+    sd = unwrap_state_dict(checkpoint, use_ema=use_ema)
     if filter_fn is None:
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:

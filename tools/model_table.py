@@ -31,6 +31,12 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
     "davit_tiny": (82.8, "dingmyu/davit README"),
     "davit_small": (84.2, "dingmyu/davit README"),
     "davit_base": (84.6, "dingmyu/davit README"),
+    "efficientvit_m0": (63.2, "Cream EfficientViT classification README"),
+    "efficientvit_m1": (68.4, "Cream EfficientViT classification README"),
+    "efficientvit_m2": (70.8, "Cream EfficientViT classification README"),
+    "efficientvit_m3": (73.4, "Cream EfficientViT classification README"),
+    "efficientvit_m4": (74.3, "Cream EfficientViT classification README"),
+    "efficientvit_m5": (77.1, "Cream EfficientViT classification README"),
 }
 
 

@@ -1,6 +1,8 @@
 """Token mixers and other blocks shared by the model families (one module per idea)."""
 
+from .cascaded_group_attention import CascadedGroupAttention, LocalWindowAttention  # noqa: F401
 from .channel_attention import ChannelAttention  # noqa: F401
+from .conv_norm import ConvNorm, NormLinear  # noqa: F401
 from .conv_pos_enc import ConvPosEnc  # noqa: F401
 from .halo_attention import HaloAttention  # noqa: F401
 from .window_attention import WindowAttention  # noqa: F401

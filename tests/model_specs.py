@@ -59,6 +59,11 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "sehalonet33ts": (13_691_712, "timm 1.0.31 sehalonet33ts (HF card 13.7M)"),
     "halonet50ts": (22_733_280, "timm 1.0.31 halonet50ts (HF card 22.7M)"),
     "eca_halonext26ts": (10_756_885, "timm 1.0.31 eca_halonext26ts (HF card 10.8M)"),
+    # LITv2: ziplab/LITv2 README 28M / 49M / 87M; exact counts of the official classes (torchvision DCN, same
+    # parameters as the compiled op), shared/reference/biformer_litv2.md B.5.
+    "litv2_small": (27_844_000, "ziplab/LITv2 README LITv2-S 28M; official class 27,844,000"),
+    "litv2_medium": (48_830_368, "ziplab/LITv2 README LITv2-M 49M; official class 48,830,368"),
+    "litv2_base": (86_520_704, "ziplab/LITv2 README LITv2-B 87M; official class 86,520,704"),
 }
 
 # family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
@@ -77,6 +82,8 @@ SMALL_KWARGS: dict[str, dict] = {
     r"halonet26t|sehalonet33ts|halonet50ts|eca_halonext26ts": dict(
         stem_chs=16, widths=(64, 64, 128, 128), layouts=("B", "BA", "BA", "A"), num_heads=2, zero_init_last=False
     ),
+    # LITv2: two ConvFFN stages, HiLo with 1 Hi-Fi + 3 Lo-Fi heads in stage 3 and 8 global heads in stage 4.
+    r"litv2_.*": dict(embed_dim=16, depths=(1, 1, 2, 1), head_dim=16),
 }
 
 # Name regexes of models that cannot serve dense prediction (no odd-size check). Every family here can.

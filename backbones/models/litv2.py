@@ -1,0 +1,549 @@
+"""LITv2: Fast Vision Transformers with HiLo Attention (Pan et al., NeurIPS 2022, arXiv:2205.13213).
+
+A four-stage hierarchical backbone (4x patch embedding, channels doubling) without any position embedding.
+The first two stages have no attention at all: their blocks are pre-norm ConvFFNs (an MLP with a depthwise 3x3
+conv inside, :class:`backbones.blocks.ConvFFN`), which at high resolution cost far less than attention and,
+the paper argues, learn mostly local patterns anyway. Stages 3 and 4 use HiLo attention
+(:class:`backbones.blocks.HiLoAttention`): a fraction alpha = 0.9 of the heads attend to 2x2-average-pooled
+keys (Lo-Fi, global), the rest attend inside 2x2 windows (Hi-Fi, local); in stage 4 (window size 1) HiLo is
+plain global attention. Stages are joined by deformable token merging (:class:`backbones.blocks.
+DeformableTokenMerging`, a deformable 2x2/s2 conv with BatchNorm and GELU, via ``torchvision.ops``). The head is
+LayerNorm -> global average -> linear.
+
+The released ziplab/LITv2 weights load through :func:`checkpoint_filter_fn`. Differences from the official code:
+
+* any input size: the patch embedding and every token merging pad bottom/right (an H x W image gives stage maps
+  of ceil(H / 4), ceil(H / 8), ... rows; the official detection backbone drops odd rows in its token merging,
+  its classifier accepts only its training size), HiLo pads its windows and, with ``mask_padding=True``
+  (default), keeps the padding out of the softmax and the pooling (``mask_padding=False``: official numerics);
+* ``forward_intermediates`` / ``features_only`` (four NCHW maps, strides 4-32); the official per-output norms of
+  the detection / segmentation backbones are the mm adapter's ``out_norms``;
+* names: token merging opens the next stage (``stages.{i+1}.downsample``) as in timm, where the official code
+  closes stage i with it; ``patch_embed`` is ``stem``; HiLo's ``h_*`` / ``l_*`` are ``hifi_*`` / ``lofi_*``.
+
+Heads are given by ``head_dim`` (32 in every released model: 3/6/12/24 heads for S and M, 4/8/16/32 for B).
+The official ImageNet recipe trains the offset convs (``conv_offset.weight``) at 0.01x the learning rate.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import types
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.models._features import feature_take_indices
+from torch import Tensor, nn
+
+from .._registry import register_model
+from ..blocks.conv_ffn import ConvFFN
+from ..blocks.deformable_token_merging import DeformableTokenMerging
+from ..blocks.hilo_attention import HiLoAttention
+from ._common import check_input, load_checkpoint, unwrap_state_dict
+
+__all__ = ["LITv2", "checkpoint_filter_fn", "litv2_small", "litv2_medium", "litv2_base"]
+
+_layer_norm = partial(nn.LayerNorm, eps=1e-5)  # LITv2 uses nn.LayerNorm's default eps everywhere
+
+
+def _per_stage(value: Any, num_stages: int, name: str) -> tuple:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != num_stages:
+            raise ValueError(f"LITv2: {name} needs one value per stage ({num_stages}), got {tuple(value)}")
+        return tuple(value)
+    return (value,) * num_stages
+
+
+class Stem(nn.Module):
+    """Non-overlapping 4x4 patch embedding + LayerNorm; pads the image to a multiple of 4; NCHW in, NHWC out."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        patch_size: int = 4,
+        min_input_size: int = 32,
+        norm_layer: type[nn.Module] = _layer_norm,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.in_chans = in_chans
+        self.patch_size = patch_size
+        self.min_input_size = min_input_size
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size, **dd)
+        self.norm = norm_layer(dim, **dd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.in_chans, self.min_input_size, "LITv2")
+        p = self.patch_size
+        x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))  # as the official detection backbone
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/4, W/4, C)
+
+
+class ConvFFNBlock(nn.Module):
+    """The attention-free block of LITv2's first stages, channels-last: x + DropPath(ConvFFN(norm(x)))."""
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: type[nn.Module] = _layer_norm,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.norm = norm_layer(dim, **dd)  # the official name is norm2 (the block has no norm1)
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.drop_path(self.mlp(self.norm(x)))
+
+
+class HiLoBlock(nn.Module):
+    """Pre-norm HiLo attention and ConvFFN residual branches, channels-last (B, H, W, C)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int = 2,
+        alpha: float = 0.9,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        mask_padding: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: type[nn.Module] = _layer_norm,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.norm1 = norm_layer(dim, **dd)
+        self.attn = HiLoAttention(
+            dim,
+            num_heads=num_heads,
+            window_size=window_size,
+            alpha=alpha,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+            mask_padding=mask_padding,
+            **dd,
+        )
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class LITv2Stage(nn.Module):
+    """Optional deformable token merging (at the start, as in timm), then ``depth`` HiLo or ConvFFN blocks."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        downsample: bool = True,
+        use_attn: bool = True,
+        drop_path: Sequence[float] = (),
+        norm_layer: type[nn.Module] = _layer_norm,
+        device=None,
+        dtype=None,
+        **block_kwargs: Any,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.grad_checkpointing = False
+        self.downsample = DeformableTokenMerging(in_dim, dim, **dd) if downsample else nn.Identity()
+        drop_path = list(drop_path) or [0.0] * depth
+        if use_attn:
+            blocks = [HiLoBlock(dim, drop_path=dp, norm_layer=norm_layer, **block_kwargs, **dd) for dp in drop_path]
+        else:
+            mlp_kwargs = {k: block_kwargs[k] for k in ("mlp_ratio", "proj_drop") if k in block_kwargs}
+            blocks = [ConvFFNBlock(dim, drop_path=dp, norm_layer=norm_layer, **mlp_kwargs, **dd) for dp in drop_path]
+        self.blocks = nn.ModuleList(blocks)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x)
+            else:
+                x = block(x)
+        return x
+
+
+class LITv2(nn.Module):
+    """LITv2 classifier / backbone (see the module docstring).
+
+    Args:
+        in_chans: image channels.
+        num_classes: classifier outputs (0: no classifier).
+        global_pool: head pooling type.
+        embed_dim: channels of stage 0; stage i has ``embed_dim * 2**i``.
+        depths: blocks per stage.
+        num_heads: heads per stage (default: channels // ``head_dim``, at least 1).
+        head_dim: head width used when ``num_heads`` is not given.
+        attn_stages: per stage, HiLo blocks (True) or attention-free ConvFFN blocks (False).
+        window_sizes: HiLo window / pooling size per stage (or one int); entries of attention-free stages are
+            ignored (0 in the official configs). 1 means global attention.
+        alpha: share of the heads that are Lo-Fi (pooled, global) heads.
+        mlp_ratio: ConvFFN hidden channels / channels.
+        qkv_bias: bias in HiLo's q/k/v projections.
+        mask_padding: keep HiLo's padding out of the softmax and the pooling (False: official numerics).
+        drop_rate: dropout before the classifier.
+        proj_drop_rate: dropout after HiLo and inside the ConvFFNs.
+        attn_drop_rate: attention dropout.
+        drop_path_rate: stochastic depth, linear over all blocks (ImageNet recipe: S 0.2, M 0.3, B 0.5).
+        norm_layer: norm over the channels of a channels-last map.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] | None = None,
+        head_dim: int = 32,
+        attn_stages: Sequence[bool] = (False, False, True, True),
+        window_sizes: int | Sequence[int] = (0, 0, 2, 1),
+        alpha: float = 0.9,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        mask_padding: bool = True,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        norm_layer: type[nn.Module] = _layer_norm,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        num_stages = len(depths)
+        dims = [embed_dim * 2**i for i in range(num_stages)]
+        if num_heads is None:
+            num_heads = [max(1, d // head_dim) for d in dims]
+        num_heads = _per_stage(num_heads, num_stages, "num_heads")
+        attn_stages = _per_stage(attn_stages, num_stages, "attn_stages")
+        window_sizes = _per_stage(window_sizes, num_stages, "window_sizes")
+        for i in range(num_stages):
+            if attn_stages[i] and window_sizes[i] < 1:
+                raise ValueError(f"LITv2: stage {i} has attention and needs window_sizes[{i}] >= 1, got {window_sizes}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.embed_dim = dims
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.grad_checkpointing = False
+
+        self.stem = Stem(in_chans, dims[0], min_input_size=4 * 2 ** (num_stages - 1), norm_layer=norm_layer, **dd)
+        drop_paths = calculate_drop_path_rates(drop_path_rate, sum(depths))
+        stages, self.feature_info, first = [], [], 0
+        for i in range(num_stages):
+            stages.append(
+                LITv2Stage(
+                    dims[max(i - 1, 0)],
+                    dims[i],
+                    depths[i],
+                    downsample=i > 0,
+                    use_attn=bool(attn_stages[i]),
+                    drop_path=drop_paths[first : first + depths[i]],
+                    norm_layer=norm_layer,
+                    mlp_ratio=mlp_ratio,
+                    proj_drop=proj_drop_rate,
+                    **(
+                        dict(
+                            num_heads=num_heads[i],
+                            window_size=window_sizes[i],
+                            alpha=alpha,
+                            qkv_bias=qkv_bias,
+                            mask_padding=mask_padding,
+                            attn_drop=attn_drop_rate,
+                        )
+                        if attn_stages[i]
+                        else {}
+                    ),
+                    **dd,
+                )
+            )
+            first += depths[i]
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.norm = norm_layer(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        for module in self.modules():
+            _init_weights(module)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        if coarse:
+            blocks = [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
+        else:
+            blocks = [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ]
+        return dict(stem=r"^stem", blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        param = next(self.parameters())
+        self.num_classes = num_classes
+        self.head.reset(
+            num_classes, pool_type=global_pool, in_features=self.num_features, device=param.device, dtype=param.dtype
+        )
+
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load a released ziplab/LITv2 file (timm ``custom_load``); a classifier of another size keeps its init."""
+        sd = checkpoint_filter_fn(_load_official_file(checkpoint_path), self)
+        for k, v in self.state_dict().items():
+            if k.startswith("head.fc.") and (k not in sd or sd[k].shape != v.shape):
+                sd[k] = v
+        load_checkpoint(self, sd, strict=True, filter_fn=lambda state_dict, model: state_dict)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Stage outputs (NCHW views of the channels-last maps) and the final features.
+
+        Args:
+            x: image batch (B, in_chans, H, W); stage i output is ceil(H / 2**(i+2)) x ceil(W / 2**(i+2)).
+            indices: last n stages if an int, all if None, else the stage indices to return.
+            norm: apply the final LayerNorm to the last stage's output (the only one it is sized for).
+            stop_early: stop after the last requested stage.
+            output_fmt: 'NCHW' or 'NHWC'.
+            intermediates_only: return only the list of stage outputs.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"LITv2: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        to_fmt = (lambda t: t.permute(0, 3, 1, 2)) if output_fmt == "NCHW" else (lambda t: t)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last_index = len(self.stages) - 1
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(to_fmt(self.norm(x) if norm and i == last_index else x))
+        if intermediates_only:
+            return intermediates
+        if i == last_index:
+            x = self.norm(x)
+        return x.permute(0, 3, 1, 2), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the norm/head where they no longer fit)."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        truncated = max_index < len(self.stages) - 1
+        if prune_norm or truncated:
+            self.norm = nn.Identity()
+        self.stages = self.stages[: max_index + 1]
+        if truncated:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or truncated:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Final features, NCHW (a view of the channels-last map)."""
+        x = self.stages(self.stem(x))
+        return self.norm(x).permute(0, 3, 1, 2)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module) -> None:
+    # As the official code: Linear trunc-normal(.02) with zero bias, the ConvFFN depthwise conv N(0, sqrt(2/9));
+    # the patch conv and the deformable convs keep their PyTorch-style init, offsets start at zero.
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, ConvFFN):
+        module.init_dwconv()
+
+
+class _Stub:
+    """Stands in for a pickled object whose class cannot be imported (e.g. the yacs config in Swin-style files)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return _Stub
+
+
+def _load_official_file(path: str) -> Any:
+    """Read a released file: tensors only when possible; otherwise (a Swin-style training checkpoint with its
+    config and optimizer) a full unpickling in which classes that cannot be imported become stubs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        tolerant = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load, __name__="pickle")
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=tolerant)
+
+
+_OFFICIAL_RENAMES = (
+    (r"^patch_embed\.", "stem."),
+    # official token merging closes stage i; ours opens stage i + 1
+    (r"^layers\.(\d+)\.downsample\.", lambda m: f"stages.{int(m[1]) + 1}.downsample."),
+    (r"^layers\.(\d+)\.blocks\.", r"stages.\1.blocks."),
+    (r"\.downsample\.dconv\.", ".downsample.conv."),
+    (r"\.downsample\.norm_layer\.", ".downsample.norm."),
+    (r"\.attn\.h_(qkv|proj)\.", r".attn.hifi_\1."),
+    (r"\.attn\.l_(q|kv|proj)\.", r".attn.lofi_\1."),
+    (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
+    (r"^head\.", "head.fc."),
+)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: LITv2) -> dict[str, Tensor]:
+    """Map the official ziplab/LITv2 layout onto ours (our own layout passes through).
+
+    ``patch_embed`` -> ``stem``; ``layers.i.blocks.j`` -> ``stages.i.blocks.j``; ``layers.i.downsample.{dconv,
+    norm_layer}`` -> ``stages.{i+1}.downsample.{conv,norm}``; ``attn.h_*`` / ``attn.l_*`` -> ``attn.hifi_*`` /
+    ``attn.lofi_*``; ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``; the single norm of an attention-free block,
+    ``norm2``, -> ``norm``; ``head`` -> ``head.fc``. The per-output norms of the official detection /
+    segmentation backbones (``norm0``..``norm3``) are dropped (the mm adapter loads them itself), and so is the
+    classifier when the model has none.
+    """
+    state_dict = unwrap_state_dict(state_dict)
+    if "patch_embed.proj.weight" in state_dict:
+        blocks_with_attn = {m[1] for k in state_dict if (m := re.match(r"^(layers\.\d+\.blocks\.\d+)\.norm1\.", k))}
+        out = {}
+        for k, v in state_dict.items():
+            if re.match(r"^norm\d+\.", k):
+                continue
+            m = re.match(r"^(layers\.\d+\.blocks\.\d+)\.norm2\.", k)
+            if m and m[1] not in blocks_with_attn:
+                k = k.replace(".norm2.", ".norm.", 1)
+            for pattern, repl in _OFFICIAL_RENAMES:
+                k = re.sub(pattern, repl, k)
+            out[k] = v
+        state_dict = out
+    if not any(k.startswith("head.fc.") for k in model.state_dict()):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
+    return state_dict
+
+
+def _create_litv2(variant: str, pretrained: bool = False, **kwargs: Any) -> LITv2:
+    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 6, 2))))))
+    return build_model_with_cfg(
+        LITv2,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,  # official eval: resize to 256, centre crop 224
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.proj",
+        "classifier": "head.fc",
+        "custom_load": True,  # Swin-style training checkpoints ({'model': ..., 'config': ...}): LITv2.load_pretrained
+        **kwargs,
+    }
+
+
+# Released ImageNet-1k weights (ziplab/LITv2 README, GitHub release v1.0). top-1: S 82.0, M 83.3, B 83.6, B-384 84.7.
+_RELEASE = "https://github.com/ziplab/LITv2/releases/download/v1.0/"
+default_cfgs = generate_default_cfgs(
+    {
+        "litv2_small.in1k": _cfg(url=_RELEASE + "litv2_s.pth"),
+        "litv2_medium.in1k": _cfg(url=_RELEASE + "litv2_m.pth"),
+        "litv2_base.in1k": _cfg(url=_RELEASE + "litv2_b.pth"),
+        # fine-tuned at 384 and evaluated on a direct 384x384 resize (no crop)
+        "litv2_base.in1k_384": _cfg(
+            url=_RELEASE + "litv2_b_384.pth", input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
+        ),
+    }
+)
+
+
+@register_model
+def litv2_small(pretrained: bool = False, **kwargs: Any) -> LITv2:
+    model_args = dict(embed_dim=96, depths=(2, 2, 6, 2), head_dim=32, alpha=0.9, window_sizes=(0, 0, 2, 1))
+    return _create_litv2("litv2_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def litv2_medium(pretrained: bool = False, **kwargs: Any) -> LITv2:
+    model_args = dict(embed_dim=96, depths=(2, 2, 18, 2), head_dim=32, alpha=0.9, window_sizes=(0, 0, 2, 1))
+    return _create_litv2("litv2_medium", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def litv2_base(pretrained: bool = False, **kwargs: Any) -> LITv2:
+    model_args = dict(embed_dim=128, depths=(2, 2, 18, 2), head_dim=32, alpha=0.9, window_sizes=(0, 0, 2, 1))
+    return _create_litv2("litv2_base", pretrained, **dict(model_args, **kwargs))

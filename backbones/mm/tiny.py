@@ -35,12 +35,22 @@ def _backbone_channels(backbone: Any) -> list[int]:
     return [model.feature_info[i % n]["num_chs"] for i in backbone.get("out_indices", (0, 1, 2, 3))]
 
 
+# Families whose constructors do not take ``embed_dim=<int>, depths=<tuple>``: model-name regex -> the
+# narrowed constructor arguments (same class and structure, tiny widths and depths).
+NARROW_KWARGS: dict[str, dict[str, Any]] = {
+    r"efficientvit_m\d": dict(embed_dim=(16, 24, 32), depth=(1, 1, 1), num_heads=(2, 2, 2), key_dim=(4, 4, 4)),
+}
+
+
 def _shrink_backbone(cfg: Any, width: int, depths: tuple[int, ...]) -> list[int]:
+    import re
+
     bb = cfg.model.backbone
     if bb.get("type") != "TimmBackboneAdapter":
         raise ValueError(f"tiny_config: expects a TimmBackboneAdapter backbone, got {bb.get('type')!r}")
     kwargs = dict(bb.get("model_kwargs") or {})
-    kwargs.update(embed_dim=width, depths=depths)
+    narrow = next((v for k, v in NARROW_KWARGS.items() if re.fullmatch(k, bb["model_name"])), None)
+    kwargs.update(narrow if narrow is not None else dict(embed_dim=width, depths=depths))
     bb.model_kwargs = kwargs
     bb.init_cfg = None
     return _backbone_channels(bb)

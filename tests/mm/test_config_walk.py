@@ -33,11 +33,18 @@ _ROWS = [  # config, model, drop path, published number quoted in the config
 EXPECTED = {name: dict(model=model, dp=dp, published=pub) for name, model, dp, pub in _ROWS}
 
 
+# Other families check their recipes in their own files (tests/mm/test_<family>_configs.py); here every config
+# must at least say which published number it should reproduce, or that there is none.
+_PUBLISHED = re.compile(r"Should reproduce|No published number")
+
+
 def test_every_config_is_listed():
-    assert {p.name for p in CONFIGS} == set(EXPECTED)
+    assert {p.name for p in CONFIGS if "focalnet" in p.name} == set(EXPECTED)
+    for p in CONFIGS:
+        assert _PUBLISHED.search(p.read_text()), f"{p.name}: state the published number (or that none exists)"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name in EXPECTED], ids=lambda p: p.name)
 def test_config_recipe(path):
     from mmengine.config import Config
 
@@ -70,6 +77,13 @@ def test_config_recipe(path):
         assert cfg.model.decode_head.num_classes == 150
 
 
+# model-name regex -> constructor arguments that cut the depth to one block per stage (widths kept)
+_SHALLOW = {
+    r"focalnet_.*": dict(depths=(1, 1, 1, 1)),
+    r"efficientvit_m\d": dict(depth=(1, 1, 1)),
+}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_builds_and_wires(path):
     from mmengine.config import Config
@@ -79,7 +93,8 @@ def test_config_builds_and_wires(path):
 
     cfg = Config.fromfile(str(path))
     cfg.model.backbone.init_cfg = None
-    cfg.model.backbone.model_kwargs = dict(cfg.model.backbone.model_kwargs, depths=(1, 1, 1, 1))
+    shallow = next(v for k, v in _SHALLOW.items() if re.fullmatch(k, cfg.model.backbone.model_name))
+    cfg.model.backbone.model_kwargs = dict(cfg.model.backbone.get("model_kwargs") or {}, **shallow)
     cpu_adapt(cfg)
     scope = cfg.default_scope
     init_default_scope(scope)
@@ -96,5 +111,6 @@ def test_config_builds_and_wires(path):
             assert len(outs[0]) == len(feats) == 5
         else:
             assert model.decode_head(feats).shape[1] == 150
-            assert model.auxiliary_head(feats).shape[1] == 150
+            if model.with_auxiliary_head:
+                assert model.auxiliary_head(feats).shape[1] == 150
             assert not any(type(m).__name__ == "SyncBatchNorm" for m in model.modules())  # cpu_adapt: BN

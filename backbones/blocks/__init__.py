@@ -6,6 +6,7 @@ from .conv_ffn import ConvFFN  # noqa: F401
 from .conv_norm import ConvNorm, NormLinear  # noqa: F401
 from .conv_pos_enc import ConvPosEnc  # noqa: F401
 from .deformable_token_merging import DeformableConv2d, DeformableTokenMerging  # noqa: F401
+from .focal_modulation import FocalModulation  # noqa: F401
 from .halo_attention import HaloAttention  # noqa: F401
 from .hilo_attention import HiLoAttention  # noqa: F401
 from .window_attention import WindowAttention  # noqa: F401

@@ -1,0 +1,698 @@
+"""FocalNet: Focal Modulation Networks (Yang et al., NeurIPS 2022, arXiv:2203.11926).
+
+A four-stage hierarchical backbone in which every block replaces self-attention with focal modulation
+(:class:`backbones.blocks.FocalModulation`): a query is multiplied by a gated sum of depthwise-convolution
+contexts of growing receptive field plus one global context. Stages are Swin-like (4x stem, 2x downsample at
+the start of each later stage, channels doubling); large models use overlapping downsample convs, post-norm
+blocks and LayerScale; huge also normalises inside the modulation.
+
+Drop-in for timm's ``FocalNet`` (same names, pretrained tags, state-dict keys and outputs at sizes divisible by
+32), with three differences:
+
+* any input size: every patch-embed / downsample conv pads its input right/bottom to a multiple of its stride
+  (as the official detection backbone does), so an H x W input gives ceil(H / 4) x ceil(W / 4), ... maps where
+  timm's non-overlapping convs drop the last rows/columns;
+* a clear error for input of the wrong channel count or smaller than the total stride;
+* :func:`checkpoint_filter_fn` also converts the official microsoft/FocalNet layout and adapts focal kernels to
+  the model (zero-padding them centred, or cropping) and focal levels (re-arranging the ``f`` gate rows), the
+  way the official detection/segmentation loaders do for models built with ``focal_windows=9``.
+
+The network runs internally in channels-last memory format (faster on CPU and GPU for 1x1 and depthwise convs);
+outputs are ordinary NCHW-shaped tensors that may carry channels-last strides.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    LayerScale2d,
+    Mlp,
+    NormMlpClassifierHead,
+    calculate_drop_path_rates,
+    trunc_normal_,
+)
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.models._features import feature_take_indices
+from torch import Tensor, nn
+
+from .._registry import register_model
+from ..blocks import FocalModulation
+from ..blocks._windows import pad_to_multiple
+from ._common import check_input, unwrap_state_dict
+
+__all__ = [
+    "FocalNet",
+    "checkpoint_filter_fn",
+    "focalnet_tiny_srf",
+    "focalnet_small_srf",
+    "focalnet_base_srf",
+    "focalnet_tiny_lrf",
+    "focalnet_small_lrf",
+    "focalnet_base_lrf",
+    "focalnet_large_fl3",
+    "focalnet_large_fl4",
+    "focalnet_xlarge_fl3",
+    "focalnet_xlarge_fl4",
+    "focalnet_huge_fl3",
+    "focalnet_huge_fl4",
+]
+
+_logger = logging.getLogger(__name__)
+_layer_norm_2d = partial(LayerNorm2d, eps=1e-5)  # FocalNet's LayerNorm eps (timm's LayerNorm2d default is 1e-6)
+
+
+def _per_stage(value: int | Sequence[int], num_stages: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * num_stages
+    value = tuple(value)
+    if len(value) != num_stages:
+        raise ValueError(f"{name} needs one value per stage ({num_stages}), got {value}")
+    return value
+
+
+class Downsample(nn.Module):
+    """Strided conv then LayerNorm over the output channels (the stem and each stage's downsample).
+
+    The input is zero-padded right/bottom to a multiple of the stride first, so the output is ceil(H / stride).
+    At multiples of the stride the padding is empty and the result is timm's exactly.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 4,
+        overlap: bool = False,
+        norm_layer: type[nn.Module] | None = None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.stride = stride
+        if overlap:
+            # Classification layout (timm, official classification): k7 p2 stem, k3 p1 downsample.
+            # The official detection stem uses k7 p3 instead; weights are shared but features shift slightly.
+            kernel_size, padding = {4: (7, 2), 2: (3, 1)}[stride]
+        else:
+            kernel_size, padding = stride, 0
+        self.proj = nn.Conv2d(in_chs, out_chs, kernel_size=kernel_size, stride=stride, padding=padding, **dd)
+        self.norm = norm_layer(out_chs, **dd) if norm_layer is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.proj(pad_to_multiple(x, self.stride, channels_last=False))
+        return self.norm(x)
+
+
+class _Stem(Downsample):
+    """The first :class:`Downsample`; it also validates the image and moves it to channels-last memory."""
+
+    def __init__(self, in_chs: int, out_chs: int, min_input_size: int, **kwargs: Any):
+        super().__init__(in_chs, out_chs, stride=4, **kwargs)
+        self.in_chs = in_chs
+        self.min_input_size = min_input_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.in_chs, self.min_input_size, "FocalNet")
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
+
+
+class FocalNetBlock(nn.Module):
+    """Focal modulation and MLP residual branches, pre-norm (T/S/B) or post-norm with LayerScale (L/XL/H).
+
+    Pre-norm:  x + ls(mod(norm1(x))),      then x + ls(mlp(norm2(x))).
+    Post-norm: x + ls(norm1_post(mod(x))), then x + ls(norm2_post(mlp(x))).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        focal_levels: int = 2,
+        focal_window: int = 3,
+        focal_factor: int = 2,
+        use_post_norm: bool = False,
+        use_post_norm_in_modulation: bool = False,
+        normalize_modulator: bool = False,
+        layerscale_value: float | None = None,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_layer: type[nn.Module] = LayerNorm2d,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.use_post_norm = use_post_norm
+        pre_norm = (lambda: nn.Identity()) if use_post_norm else (lambda: norm_layer(dim, **dd))
+        post_norm = (lambda: norm_layer(dim, **dd)) if use_post_norm else (lambda: nn.Identity())
+        layer_scale = (
+            (lambda: LayerScale2d(dim, layerscale_value, **dd)) if layerscale_value is not None else nn.Identity
+        )
+
+        self.norm1 = pre_norm()
+        self.modulation = FocalModulation(
+            dim,
+            focal_levels=focal_levels,
+            focal_window=focal_window,
+            focal_factor=focal_factor,
+            use_post_norm=use_post_norm_in_modulation,
+            normalize_modulator=normalize_modulator,
+            proj_drop=proj_drop,
+            norm_layer=norm_layer,
+            **dd,
+        )
+        self.norm1_post = post_norm()
+        self.ls1 = layer_scale()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+        self.norm2 = pre_norm()
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, use_conv=True, **dd)
+        self.norm2_post = post_norm()
+        self.ls2 = layer_scale()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Each branch ends in a fresh tensor that no backward needs, so the residual is added into it in place.
+        x = self.drop_path1(self.ls1(self.norm1_post(self.modulation(self.norm1(x))))).add_(x)
+        x = self.drop_path2(self.ls2(self.norm2_post(self.mlp(self.norm2(x))))).add_(x)
+        return x
+
+
+class FocalNetStage(nn.Module):
+    """Optional 2x :class:`Downsample` (at the start, as in timm) followed by ``depth`` blocks."""
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        depth: int,
+        downsample: bool = True,
+        use_overlap_down: bool = False,
+        drop_path: float | Sequence[float] = 0.0,
+        norm_layer: type[nn.Module] = LayerNorm2d,
+        device=None,
+        dtype=None,
+        **block_kwargs: Any,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.grad_checkpointing = False
+        if downsample:
+            self.downsample = Downsample(dim, out_dim, stride=2, overlap=use_overlap_down, norm_layer=norm_layer, **dd)
+        else:
+            self.downsample = nn.Identity()
+        drop_paths = [drop_path] * depth if isinstance(drop_path, float | int) else list(drop_path)
+        self.blocks = nn.ModuleList(
+            FocalNetBlock(out_dim, drop_path=drop_paths[i], norm_layer=norm_layer, **block_kwargs, **dd)
+            for i in range(depth)
+        )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x)
+            else:
+                x = block(x)
+        return x
+
+
+class FocalNet(nn.Module):
+    """Focal Modulation Network (timm-compatible; see the module docstring for what differs).
+
+    Args:
+        in_chans: image channels.
+        num_classes: classifier outputs (0: no classifier).
+        global_pool: head pooling type.
+        embed_dim: channels of stage 0; stage i has ``embed_dim * 2**i``.
+        depths: blocks per stage.
+        mlp_ratio: MLP hidden channels / channels.
+        focal_levels: depthwise context levels per stage (int or one per stage).
+        focal_windows: first-level kernel size per stage (int or one per stage); the official detection models
+            use 9 (kernels 9, 11, ...) with classification weights zero-padded by :func:`checkpoint_filter_fn`.
+        focal_factor: kernel growth per level.
+        use_overlap_down: overlapping stem (k7) and downsample (k3) convs (large/xlarge/huge).
+        use_post_norm: post-norm blocks (large/xlarge/huge).
+        use_post_norm_in_modulation: LayerNorm inside the modulation (huge).
+        normalize_modulator: divide the aggregated context by (levels + 1).
+        head_hidden_size: if set, a norm + MLP pre-logits head instead of a final norm and a linear classifier.
+        head_init_scale: scale of the classifier's initial weights.
+        layerscale_value: LayerScale init (None: no LayerScale).
+        drop_rate: dropout before the classifier.
+        proj_drop_rate: dropout after the modulation and MLP projections.
+        drop_path_rate: stochastic depth, linearly increasing over all blocks.
+        norm_layer: norm over channels of an NCHW map.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        mlp_ratio: float = 4.0,
+        focal_levels: int | Sequence[int] = 2,
+        focal_windows: int | Sequence[int] = 3,
+        focal_factor: int = 2,
+        use_overlap_down: bool = False,
+        use_post_norm: bool = False,
+        use_post_norm_in_modulation: bool = False,
+        normalize_modulator: bool = False,
+        head_hidden_size: int | None = None,
+        head_init_scale: float = 1.0,
+        layerscale_value: float | None = None,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        norm_layer: type[nn.Module] = _layer_norm_2d,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        num_stages = len(depths)
+        focal_levels = _per_stage(focal_levels, num_stages, "focal_levels")
+        focal_windows = _per_stage(focal_windows, num_stages, "focal_windows")
+        dims = [embed_dim * 2**i for i in range(num_stages)]
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.embed_dim = dims
+        self.num_features = dims[-1]
+        self.grad_checkpointing = False
+
+        total_stride = 4 * 2 ** (num_stages - 1)
+        self.stem = _Stem(in_chans, dims[0], total_stride, overlap=use_overlap_down, norm_layer=norm_layer, **dd)
+        drop_paths = calculate_drop_path_rates(drop_path_rate, sum(depths))
+        stages, self.feature_info, first = [], [], 0
+        for i in range(num_stages):
+            stages.append(
+                FocalNetStage(
+                    dims[max(i - 1, 0)],
+                    dims[i],
+                    depths[i],
+                    downsample=i > 0,
+                    use_overlap_down=use_overlap_down,
+                    drop_path=drop_paths[first : first + depths[i]],
+                    norm_layer=norm_layer,
+                    mlp_ratio=mlp_ratio,
+                    focal_levels=focal_levels[i],
+                    focal_window=focal_windows[i],
+                    focal_factor=focal_factor,
+                    use_post_norm=use_post_norm,
+                    use_post_norm_in_modulation=use_post_norm_in_modulation,
+                    normalize_modulator=normalize_modulator,
+                    layerscale_value=layerscale_value,
+                    proj_drop=proj_drop_rate,
+                    **dd,
+                )
+            )
+            first += depths[i]
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"layers.{i}"))
+        self.layers = nn.Sequential(*stages)
+
+        if head_hidden_size:
+            self.norm = nn.Identity()
+            self.head = NormMlpClassifierHead(
+                self.num_features,
+                num_classes,
+                hidden_size=head_hidden_size,
+                pool_type=global_pool,
+                drop_rate=drop_rate,
+                norm_layer=norm_layer,
+                **dd,
+            )
+        else:
+            self.norm = norm_layer(self.num_features, **dd)
+            self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.head_hidden_size = self.head.num_features
+
+        for name, module in self.named_modules():
+            _init_weights(module, name, head_init_scale)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        if coarse:
+            blocks = [(r"^layers\.(\d+)", None), (r"^norm", (99999,))]
+        else:
+            blocks = [
+                (r"^layers\.(\d+).downsample", (0,)),
+                (r"^layers\.(\d+)\.\w+\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ]
+        return dict(stem=r"^stem", blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.layers:
+            stage.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
+        param = next(self.parameters())
+        self.num_classes = num_classes
+        self.head.reset(
+            num_classes,
+            pool_type=global_pool,
+            reset_other=reset_other,
+            in_features=self.num_features,
+            device=param.device,
+            dtype=param.dtype,
+        )
+        self.head_hidden_size = self.head.num_features
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Stage outputs (and the final features).
+
+        Args:
+            x: image batch (B, in_chans, H, W).
+            indices: last n stages if an int, all if None, else the stage indices to return.
+            norm: apply the final norm to the last stage's output (the only one it is sized for).
+            stop_early: stop after the last requested stage.
+            output_fmt: only 'NCHW'.
+            intermediates_only: return only the list of stage outputs.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"FocalNet: output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        last_index = len(self.layers) - 1
+        stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[: max_index + 1]
+
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm and i == last_index else x)
+        if intermediates_only:
+            return intermediates
+        if i == last_index:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the norm/head where they no longer fit)."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        truncated = max_index < len(self.layers) - 1
+        if prune_norm or truncated:
+            self.norm = nn.Identity()
+        self.layers = self.layers[: max_index + 1]
+        if truncated:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or truncated:
+            self.reset_classifier(0, "", reset_other=True)
+        return take_indices
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        x = self.layers(x)
+        return self.norm(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module, name: str, head_init_scale: float = 1.0) -> None:
+    if isinstance(module, nn.Conv2d | nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Linear) and name == "head.fc":
+            module.weight.data.mul_(head_init_scale)
+            module.bias.data.mul_(head_init_scale)
+
+
+def _official_to_timm(state_dict: dict[str, Tensor], model: FocalNet) -> dict[str, Tensor]:
+    """Rename the official microsoft/FocalNet classification keys to ours (= timm's)."""
+    target = model.state_dict()
+    post_norm = any(k.endswith(".norm1_post.weight") for k in target)
+    out = {}
+    for k, v in state_dict.items():
+        k = re.sub(r"^patch_embed\.", "stem.", k)
+        # Official downsamples close stage i; ours (timm's) open stage i + 1.
+        k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m[1]) + 1}.downsample.", k)
+        k = re.sub(r"\.gamma_([12])$", r".ls\1.gamma", k)
+        k = re.sub(r"\.modulation\.ln\.", ".modulation.norm.", k)
+        if post_norm:  # official L/XL/H keep the names norm1/norm2 for what are post-norms
+            k = re.sub(r"\.norm([12])\.", r".norm\1_post.", k)
+        k = re.sub(r"^head\.", "head.fc.", k)
+        if v.ndim == 2 and k in target and target[k].ndim == 4:  # nn.Linear (out, in) -> 1x1 conv (out, in, 1, 1)
+            v = v[:, :, None, None]
+        out[k] = v
+    return out
+
+
+def _fit_kernel(kernel: Tensor, size: tuple[int, int]) -> Tensor:
+    """Centre a depthwise kernel in a zero kernel of ``size`` (or centre-crop it when ``size`` is smaller)."""
+    out = kernel.new_zeros(*kernel.shape[:-2], *size)
+    src, dst = [], []
+    for have, want in zip(kernel.shape[-2:], size):
+        offset = abs(want - have) // 2
+        n = min(have, want)
+        src.append(slice(offset, offset + n) if have > want else slice(0, n))
+        dst.append(slice(offset, offset + n) if want > have else slice(0, n))
+    out[..., dst[0], dst[1]] = kernel[..., src[0], src[1]]
+    return out
+
+
+def _regate(f_param: Tensor, dim: int, levels: int, target_levels: int) -> Tensor:
+    """Re-arrange ``modulation.f`` output rows [q (C) | ctx (C) | level gates (L) | global gate] for more levels.
+
+    As the official detection loader does: q, ctx and the existing level gates keep their rows, the global gate
+    moves to the last row and the new levels' gates are zero.
+    """
+    out = f_param.new_zeros(2 * dim + target_levels + 1, *f_param.shape[1:])
+    out[: 2 * dim + levels] = f_param[: 2 * dim + levels]
+    out[-1] = f_param[-1]
+    return out
+
+
+def _adapt_focal_levels_and_kernels(state_dict: dict[str, Tensor], model: FocalNet) -> dict[str, Tensor]:
+    """Fit focal kernels and ``f`` gate rows of a checkpoint to the model's focal windows and levels."""
+    target = model.state_dict()
+    out = dict(state_dict)
+    grown = set()  # modulation prefixes whose focal levels were added
+    for name, module in model.named_modules():
+        if not isinstance(module, FocalModulation):
+            continue
+        prefix = f"{name}." if name else ""
+        weight, bias = out.get(prefix + "f.weight"), out.get(prefix + "f.bias")
+        if weight is None or weight.shape[1] != module.dim:
+            continue
+        levels = weight.shape[0] - 2 * module.dim - 1
+        if levels == module.focal_levels or levels < 1:
+            continue
+        if levels > module.focal_levels:
+            raise ValueError(
+                f"checkpoint has {levels} focal levels at {prefix}f but the model has {module.focal_levels}; "
+                "only adding levels is supported (build the model with at least as many focal_levels)"
+            )
+        out[prefix + "f.weight"] = _regate(weight, module.dim, levels, module.focal_levels)
+        if bias is not None:
+            out[prefix + "f.bias"] = _regate(bias, module.dim, levels, module.focal_levels)
+        grown.add(prefix)
+        _logger.info(
+            "%sf: %d -> %d focal levels (new gates zero, new kernels keep their init)",
+            prefix,
+            levels,
+            module.focal_levels,
+        )
+
+    for k, want in target.items():
+        m = re.fullmatch(r"(.*)focal_layers\.\d+\.0\.weight", k)
+        if m is None:
+            continue
+        have = out.get(k)
+        if have is None:
+            if m[1] in grown:  # a level the checkpoint does not have: keep the model's own initialisation
+                out[k] = want.clone()
+            continue
+        if have.shape[:2] == want.shape[:2] and have.shape[-2:] != want.shape[-2:]:
+            out[k] = _fit_kernel(have, tuple(want.shape[-2:]))
+    return out
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: FocalNet) -> dict[str, Tensor]:
+    """Map a checkpoint onto ``model``: official or timm layout, any focal windows, fewer focal levels.
+
+    * official microsoft/FocalNet classification weights are renamed to timm's layout (``patch_embed`` ->
+      ``stem``, downsample shifted to the next stage, ``gamma_N`` -> ``lsN.gamma``, post-norm ``normN`` ->
+      ``normN_post``, ``modulation.ln`` -> ``modulation.norm``, ``head`` -> ``head.fc``, Linear -> 1x1 conv);
+      timm-layout dicts pass through;
+    * focal kernels of another size are zero-padded centred (exact: same outputs with "same" padding) or
+      centre-cropped (approximate), e.g. 3/5 -> 9/11 for a detection model built with ``focal_windows=9``;
+    * a model with more focal levels gets the official re-arrangement of the ``f`` rows (see :func:`_regate`);
+    * the classifier is dropped when the model has none.
+    """
+    state_dict = unwrap_state_dict(state_dict)
+    if "stem.proj.weight" not in state_dict and "patch_embed.proj.weight" in state_dict:
+        state_dict = _official_to_timm(state_dict, model)
+    if not any(k.startswith("head.fc.") for k in model.state_dict()):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
+    return _adapt_focal_levels_and_kernels(state_dict, model)
+
+
+def _create_focalnet(variant: str, pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 6, 2))))))
+    return build_model_with_cfg(
+        FocalNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.9,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.proj",
+        "classifier": "head.fc",
+        "license": "mit",
+        **kwargs,
+    }
+
+
+_in22k_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0, num_classes=21842)
+
+default_cfgs = generate_default_cfgs(
+    {
+        "focalnet_tiny_srf.ms_in1k": _cfg(hf_hub_id="timm/"),
+        "focalnet_small_srf.ms_in1k": _cfg(hf_hub_id="timm/"),
+        "focalnet_base_srf.ms_in1k": _cfg(hf_hub_id="timm/"),
+        "focalnet_tiny_lrf.ms_in1k": _cfg(hf_hub_id="timm/"),
+        "focalnet_small_lrf.ms_in1k": _cfg(hf_hub_id="timm/"),
+        "focalnet_base_lrf.ms_in1k": _cfg(hf_hub_id="timm/"),
+        # 22k heads use the official "reordered" label map (IN-1k classes first); huge_fl4 ships without a head.
+        "focalnet_large_fl3.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
+        "focalnet_large_fl4.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
+        "focalnet_xlarge_fl3.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
+        "focalnet_xlarge_fl4.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
+        "focalnet_huge_fl3.ms_in22k": _cfg(hf_hub_id="timm/", num_classes=21842),
+        "focalnet_huge_fl4.ms_in22k": _cfg(hf_hub_id="timm/", num_classes=0),
+    }
+)
+
+# normalize_modulator stays False for every name, as in timm and the official model entrypoints, although the
+# official configs/focalnet_large_fl4.yaml sets NORMALIZE_MODULATOR: True (an upstream inconsistency; which setting
+# the released large_fl4 weights were trained with is not verified). Pass normalize_modulator=True to change it.
+_large = dict(depths=(2, 2, 18, 2), use_post_norm=True, use_overlap_down=True, layerscale_value=1e-4)
+
+
+@register_model
+def focalnet_tiny_srf(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(depths=(2, 2, 6, 2), embed_dim=96, focal_levels=2)
+    return _create_focalnet("focalnet_tiny_srf", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_small_srf(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(depths=(2, 2, 18, 2), embed_dim=96, focal_levels=2)
+    return _create_focalnet("focalnet_small_srf", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_base_srf(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(depths=(2, 2, 18, 2), embed_dim=128, focal_levels=2)
+    return _create_focalnet("focalnet_base_srf", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_tiny_lrf(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(depths=(2, 2, 6, 2), embed_dim=96, focal_levels=3)
+    return _create_focalnet("focalnet_tiny_lrf", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_small_lrf(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(depths=(2, 2, 18, 2), embed_dim=96, focal_levels=3)
+    return _create_focalnet("focalnet_small_lrf", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_base_lrf(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(depths=(2, 2, 18, 2), embed_dim=128, focal_levels=3)
+    return _create_focalnet("focalnet_base_lrf", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_large_fl3(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(_large, embed_dim=192, focal_levels=3, focal_windows=5)
+    return _create_focalnet("focalnet_large_fl3", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_large_fl4(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(_large, embed_dim=192, focal_levels=4, focal_windows=3)
+    return _create_focalnet("focalnet_large_fl4", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_xlarge_fl3(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(_large, embed_dim=256, focal_levels=3, focal_windows=5)
+    return _create_focalnet("focalnet_xlarge_fl3", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_xlarge_fl4(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(_large, embed_dim=256, focal_levels=4, focal_windows=3)
+    return _create_focalnet("focalnet_xlarge_fl4", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_huge_fl3(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(_large, embed_dim=352, focal_levels=3, focal_windows=3, use_post_norm_in_modulation=True)
+    return _create_focalnet("focalnet_huge_fl3", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def focalnet_huge_fl4(pretrained: bool = False, **kwargs: Any) -> FocalNet:
+    model_args = dict(_large, embed_dim=352, focal_levels=4, focal_windows=3, use_post_norm_in_modulation=True)
+    return _create_focalnet("focalnet_huge_fl4", pretrained, **dict(model_args, **kwargs))

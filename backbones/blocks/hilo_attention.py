@@ -112,17 +112,18 @@ class HiLoAttention(nn.Module):
         hp, wp = x.shape[1:3]
         n_win = (hp // s) * (wp // s)
         qkv = window_partition(self.hifi_qkv(x), (s, s))  # (B * nW, s*s, 3 * n_hi * d)
-        # (B * nW, s*s, 3, heads, d) -> (3, B, nW, heads, s*s, d)
-        q, k, v = qkv.view(b, n_win, s * s, 3, heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)
+        # (B * nW, s*s, 3, heads, d) -> 3 x (B * nW, heads, s*s, d): 4-D, so fused kernels apply
+        q, k, v = qkv.view(b * n_win, s * s, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
         mask = None
         if self.mask_padding and (hp != h or wp != w):
             real = torch.zeros(1, hp, wp, 1, dtype=torch.bool, device=x.device)
             real[:, :h, :w] = True
-            mask = window_partition(real, (s, s)).view(n_win, 1, 1, s * s)  # keys that are real pixels
+            mask = window_partition(real, (s, s)).view(1, n_win, s * s)  # keys that are real pixels
+            mask = mask.expand(b, -1, -1).reshape(b * n_win, 1, 1, s * s)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        )  # (B, nW, heads, s*s, d)
-        out = out.transpose(2, 3).reshape(b * n_win, s * s, self.hifi_dim)
+        )  # (B * nW, heads, s*s, d)
+        out = out.transpose(1, 2).reshape(b * n_win, s * s, self.hifi_dim)
         out = window_reverse(out, (s, s), hp, wp)[:, :h, :w]
         return self.hifi_proj(out)
 

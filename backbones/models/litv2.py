@@ -42,6 +42,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
+from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.conv_ffn import ConvFFN
 from ..blocks.deformable_token_merging import DeformableTokenMerging
@@ -547,3 +548,13 @@ def litv2_medium(pretrained: bool = False, **kwargs: Any) -> LITv2:
 def litv2_base(pretrained: bool = False, **kwargs: Any) -> LITv2:
     model_args = dict(embed_dim=128, depths=(2, 2, 18, 2), head_dim=32, alpha=0.9, window_sizes=(0, 0, 2, 1))
     return _create_litv2("litv2_base", pretrained, **dict(model_args, **kwargs))
+
+
+def _global_attention_reference(name: str, **kwargs: Any) -> nn.Module:
+    from ._litv2_reference import global_attention_litv2
+
+    return global_attention_litv2(name, **kwargs)
+
+
+# tools/benchmark.py --compare: the same network with plain global attention in place of HiLo
+register_reference("litv2_*", _global_attention_reference, "global-attn")

@@ -73,8 +73,10 @@ class EfficientViTFPN(BaseModule):
         num_ins = len(in_channels)
         end = num_ins - 1 if end_level == -1 else end_level
         if not 0 <= start_level <= end < num_ins:
-            raise ValueError(f"EfficientViTFPN: need 0 <= start_level <= end_level < {num_ins}, "
-                             f"got start_level={start_level}, end_level={end_level}")
+            raise ValueError(
+                f"EfficientViTFPN: need 0 <= start_level <= end_level < {num_ins}, "
+                f"got start_level={start_level}, end_level={end_level}"
+            )
         used = end - start_level + 1
         if not 0 <= num_extra_trans_convs <= num_outs - used:
             raise ValueError(
@@ -87,8 +89,10 @@ class EfficientViTFPN(BaseModule):
         if add_extra_convs is True:
             add_extra_convs = "on_input"
         if add_extra_convs not in (False, "on_input", "on_lateral", "on_output"):
-            raise ValueError(f"EfficientViTFPN: add_extra_convs must be a bool or 'on_input' / 'on_lateral' / "
-                             f"'on_output', got {add_extra_convs!r}")
+            raise ValueError(
+                f"EfficientViTFPN: add_extra_convs must be a bool or 'on_input' / 'on_lateral' / "
+                f"'on_output', got {add_extra_convs!r}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_outs = num_outs
@@ -102,8 +106,17 @@ class EfficientViTFPN(BaseModule):
         lateral_norm = None if no_norm_on_lateral else norm_cfg
 
         def conv(cin: int, kernel: int, stride: int = 1, norm: dict | None = norm_cfg, **kw) -> ConvModule:
-            return ConvModule(cin, out_channels, kernel, stride=stride, padding=kernel // 2 if kernel != 2 else 0,
-                              conv_cfg=kw.get("conv_cfg", conv_cfg), norm_cfg=norm, act_cfg=act_cfg, inplace=False)
+            return ConvModule(
+                cin,
+                out_channels,
+                kernel,
+                stride=stride,
+                padding=kernel // 2 if kernel != 2 else 0,
+                conv_cfg=kw.get("conv_cfg", conv_cfg),
+                norm_cfg=norm,
+                act_cfg=act_cfg,
+                inplace=False,
+            )
 
         self.lateral_convs = nn.ModuleList(conv(c, 1, norm=lateral_norm) for c in in_channels[start_level : end + 1])
         self.fpn_convs = nn.ModuleList(conv(out_channels, 3) for _ in range(used))

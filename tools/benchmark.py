@@ -73,6 +73,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--kernels", choices=["torch", "triton"], default=None,
                    help="sets BACKBONES_KERNELS for the sparse mixers (placeholder for models that have none)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--fuse", action="store_true",
+                   help="fold BN / re-parameterise every implementation (timm.models.reparameterize_model) "
+                        "before timing; inference only")
     p.add_argument("--csv", default="", help="write the rows here")
     p.add_argument("--plot", default="", help="write a PNG bar chart of img/s here")
     p.add_argument("--no-progress", action="store_true")
@@ -247,6 +250,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.dtype == "fp16" and device.type != "cuda":
         raise SystemExit("tools/benchmark.py: --dtype fp16 needs CUDA; use bf16 on CPU")
     modes = ["infer", "train"] if args.mode == "both" else [args.mode]
+    if args.fuse and "train" in modes:
+        raise SystemExit("tools/benchmark.py: --fuse folds BatchNorm for inference; use --mode infer")
 
     # (model name, impl label, builder) for every implementation to time
     impls: list[tuple[str, str, Callable[[], nn.Module]]] = []
@@ -274,6 +279,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 continue
             torch.manual_seed(0)
             model = build().to(device)
+            if args.fuse:
+                from timm.models import reparameterize_model
+
+                model = reparameterize_model(model.eval(), inplace=True)
+                label = f"{label}+fused"
             if x is None:  # the reference gets our input
                 x = torch.randn(args.batch_size, args.in_chans, *_input_size(model, args), device=device)
             params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -374,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "warm-up; "
         f"GMACs per image ({counter}); peak MB = tensor memory allocated during one iteration"
         + ("; ratio = reference ms / our ms (> 1: ours faster)" if args.compare else "")
+        + ("; +fused: timm.models.reparameterize_model applied first" if args.fuse else "")
     )
     if args.csv:
         write_csv(rows, args.csv)

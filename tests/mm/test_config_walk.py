@@ -81,6 +81,8 @@ def test_config_recipe(path):
 _SHALLOW = {
     r"focalnet_.*": dict(depths=(1, 1, 1, 1)),
     r"efficientvit_m\d": dict(depth=(1, 1, 1)),
+    r"davit_.*": dict(depths=(1, 1, 1, 1)),
+    r"litv2_.*": dict(depths=(1, 1, 1, 1)),
 }
 
 

@@ -121,8 +121,12 @@ def _det(cfg: Any, root: str, width: int, depths: tuple[int, ...], epochs: int, 
 def _seg(cfg: Any, root: str, width: int, depths: tuple[int, ...], iters: int) -> None:
     channels = _shrink_backbone(cfg, width, depths)
     model = cfg.model
-    model.decode_head.update(in_channels=[channels[i] for i in model.decode_head.in_index], channels=64,
-                             num_classes=len(SEG_CLASSES))
+    if model.get("neck"):  # e.g. Semantic FPN: the heads read the neck's maps
+        model.neck.update(in_channels=channels, out_channels=64)
+        head_in = [64] * len(model.decode_head.in_index)
+    else:
+        head_in = [channels[i] for i in model.decode_head.in_index]
+    model.decode_head.update(in_channels=head_in, channels=64, num_classes=len(SEG_CLASSES))
     aux = model.get("auxiliary_head")
     for head in aux if isinstance(aux, list) else [aux] if aux else []:
         head.update(in_channels=channels[head.in_index], channels=32, num_classes=len(SEG_CLASSES))

@@ -88,6 +88,8 @@ class OfficialStyleBiFormer(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.num_classes = model.num_classes
+        self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
 
     def _block(self, block: nn.Module, x: Tensor) -> Tensor:
         x = x + block.pos_embed(x)

@@ -16,6 +16,11 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     # DaViT: dingmyu/davit README / model comments (T 28,360,168; S 49,745,896; B 87,954,408; L 196,811,752 for
     # large_window12_384). H and G: no official count; figures as timm 1.0.31 builds them (shared/reference A.3).
     # *_fl (Florence-2 towers): headless by default (num_classes=0, head norm kept), as timm 1.0.31 builds them.
+    # BiFormer: rayleizhu/BiFormer README 13.1M / 25.5M / 56.8M; exact counts of the official classes
+    # (shared/reference/biformer_litv2.md A.6).
+    "biformer_tiny": (13_142_760, "BiFormer README 13.1M; official BiFormer-T 13,142,760"),
+    "biformer_small": (25_536_232, "BiFormer README 25.5M; official BiFormer-S 25,536,232"),
+    "biformer_base": (56_804_968, "BiFormer README 56.8M; official BiFormer-B 56,804,968"),
     "davit_tiny": (28_360_168, "dingmyu/davit: DaViT_tiny params 28,360,168"),
     "davit_small": (49_745_896, "dingmyu/davit: DaViT_small params 49,745,896"),
     "davit_base": (87_954_408, "dingmyu/davit: DaViT_base params 87,954,408"),
@@ -68,6 +73,8 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
 
 # family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
 SMALL_KWARGS: dict[str, dict] = {
+    # BiFormer: routing stages with 2/4/6 heads of 8 channels (topk 1, 4, 16 of 7 x 7 regions), 8-head global stage.
+    r"biformer_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=8),
     r"davit_.*": dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 2, 1)),
     r"focalnet_.*": dict(embed_dim=16, depths=(1, 1, 2, 1)),
     # zero_init_last=False: the official zero-gamma init of the last BN of every branch would stop all gradients

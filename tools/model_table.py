@@ -22,6 +22,9 @@ import backbones
 
 # name -> (ImageNet-1k top-1 at the default size, source). Families add their rows here.
 PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
+    "biformer_tiny": (81.4, "BiFormer README"),
+    "biformer_small": (83.8, "BiFormer README"),
+    "biformer_base": (84.3, "BiFormer README"),
     "focalnet_tiny_srf": (82.1, "FocalNet README"),
     "focalnet_tiny_lrf": (82.3, "FocalNet README"),
     "focalnet_small_srf": (83.4, "FocalNet README"),

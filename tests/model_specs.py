@@ -69,6 +69,12 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "litv2_small": (27_844_000, "ziplab/LITv2 README LITv2-S 28M; official class 27,844,000"),
     "litv2_medium": (48_830_368, "ziplab/LITv2 README LITv2-M 49M; official class 48,830,368"),
     "litv2_base": (86_520_704, "ziplab/LITv2 README LITv2-B 87M; official class 86,520,704"),
+    # TransNeXt: DaiShiResearch/TransNeXt README 12.8M / 28.2M / 49.7M / 89.7M; exact counts of the official
+    # classification classes with the 1000-class head (shared/reference/transnext.md section 8).
+    "transnext_micro": (12_809_304, "TransNeXt README 12.8M; official transnext_micro 12,809,304"),
+    "transnext_tiny": (28_258_960, "TransNeXt README 28.2M; official transnext_tiny 28,258,960"),
+    "transnext_small": (49_741_564, "TransNeXt README 49.7M; official transnext_small 49,741,564"),
+    "transnext_base": (89_721_496, "TransNeXt README 89.7M; official transnext_base 89,721,496"),
 }
 
 # family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
@@ -91,6 +97,8 @@ SMALL_KWARGS: dict[str, dict] = {
     ),
     # LITv2: two ConvFFN stages, HiLo with 1 Hi-Fi + 3 Lo-Fi heads in stage 3 and 8 global heads in stage 4.
     r"litv2_.*": dict(embed_dim=16, depths=(1, 1, 2, 1), head_dim=16),
+    # TransNeXt: heads of 24 channels as in every variant; aggregated attention in stages 1-3, full in stage 4.
+    r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4)),
 }
 
 # Name regexes of models that cannot serve dense prediction (no odd-size check). Every family here can.

@@ -36,6 +36,28 @@ from ._windows import pad_to_multiple, to_2tuple_int
 __all__ = ["DeformableConv2d", "DeformableTokenMerging"]
 
 
+def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of torchvision's deform_conv2d for ``torch.utils.flop_counter`` (2 per multiply-add, as for a conv;
+    the bilinear sampling is not counted)."""
+    b, c_out, h, w = out_shape
+    return 2 * b * c_out * h * w * weight_shape[1] * weight_shape[2] * weight_shape[3]
+
+
+try:  # so that FlopCounterMode (tools/model_table.py, tools/benchmark.py) counts the deformable convs
+    from torch.utils.flop_counter import register_flop_formula
+
+    register_flop_formula(torch.ops.torchvision.deform_conv2d)(_deform_conv2d_flops)
+except (ImportError, AttributeError, RuntimeError):  # an older torch, or registered already
+    pass
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # devices without autocast (e.g. meta, used for counting parameters and FLOPs)
+        return False
+
+
 class DeformableConv2d(nn.Module):
     """DCNv1 convolution that predicts its own offsets with a plain conv (``conv_offset``, zero-initialised).
 
@@ -98,7 +120,7 @@ class DeformableConv2d(nn.Module):
             raise ValueError(
                 f"DeformableConv2d: expected x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
-        if x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type):
+        if x.dtype in (torch.float16, torch.bfloat16) or _autocast_enabled(x.device.type):
             # fp32 island: no half/bfloat16 CPU kernel, and the official DCN was kept out of mixed precision too
             with torch.autocast(x.device.type, enabled=False):
                 out = self._deform(x.float())

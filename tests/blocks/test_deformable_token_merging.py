@@ -142,3 +142,15 @@ def test_bad_input():
         DeformableTokenMerging(4)(torch.randn(1, 4, 6, 6))
     with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
         DeformableConv2d(4, 8, 2, stride=2)(torch.randn(1, 3, 6, 6))
+
+
+def test_flop_counter_counts_the_deformable_conv():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = DeformableConv2d(4, 8, 2, stride=2)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        m(torch.randn(2, 4, 6, 10))
+    per_output = 4 * 2 * 2  # multiply-adds per output value: C_in * k * k
+    # the deformable conv (8 output channels) and the offset conv (2 * 2 * 2 = 8 channels), each 2 FLOPs per MAC
+    expected = 2 * (2 * 8 * 3 * 5 * per_output) + 2 * (2 * 8 * 3 * 5 * per_output)
+    assert counter.get_total_flops() == expected

@@ -40,6 +40,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import adapt_input_conv
 from torch import Tensor, nn
 
 from .._bench import register_reference
@@ -335,8 +336,11 @@ class LITv2(nn.Module):
         )
 
     def load_pretrained(self, checkpoint_path: str) -> None:
-        """Load a released ziplab/LITv2 file (timm ``custom_load``); a classifier of another size keeps its init."""
+        """Load a released ziplab/LITv2 file (timm ``custom_load``); a classifier of another size keeps its init,
+        a stem for other than 3 input channels gets timm's adapted weights."""
         sd = checkpoint_filter_fn(_load_official_file(checkpoint_path), self)
+        if sd["stem.proj.weight"].shape[1] != self.in_chans:  # as timm does for other input channel counts
+            sd["stem.proj.weight"] = adapt_input_conv(self.in_chans, sd["stem.proj.weight"])
         for k, v in self.state_dict().items():
             if k.startswith("head.fc.") and (k not in sd or sd[k].shape != v.shape):
                 sd[k] = v

@@ -71,7 +71,8 @@ def official_shapes(embed_dim, depths, num_heads, alpha=ALPHA, local_ws=LOCAL_WS
                 p + "norm_layer.num_batches_tracked": (),
             })
     c = embed_dim * 2 ** (len(depths) - 1)
-    shapes.update({"norm.weight": (c,), "norm.bias": (c,), "head.weight": (num_classes, c), "head.bias": (num_classes,)})
+    shapes.update({"norm.weight": (c,), "norm.bias": (c,)})
+    shapes.update({"head.weight": (num_classes, c), "head.bias": (num_classes,)})
     return shapes
 
 
@@ -195,7 +196,8 @@ def test_official_state_dict_loads_strictly_into_litv2_small():
     ours = model.state_dict()
     torch.testing.assert_close(ours["stages.3.downsample.conv.conv_offset.weight"],
                                sd["layers.2.downsample.dconv.conv_offset.weight"])
-    torch.testing.assert_close(ours["stages.2.blocks.5.attn.hifi_qkv.weight"], sd["layers.2.blocks.5.attn.h_qkv.weight"])
+    torch.testing.assert_close(ours["stages.2.blocks.5.attn.hifi_qkv.weight"],
+                               sd["layers.2.blocks.5.attn.h_qkv.weight"])
     torch.testing.assert_close(ours["stages.0.blocks.1.norm.bias"], sd["layers.0.blocks.1.norm2.bias"])
     torch.testing.assert_close(ours["head.fc.weight"], sd["head.weight"])
 
@@ -279,6 +281,9 @@ def test_load_pretrained_reads_a_swin_style_training_file(tmp_path, tiny_pair, m
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model.forward_features(x), models[True].forward_features(x))
+    gray = timm.create_model("litv2_small", in_chans=1, num_classes=0, **TINY)
+    gray.load_pretrained(str(path))  # stem adapted to one channel: the sum of the RGB kernels
+    torch.testing.assert_close(gray.stem.proj.weight, sd["patch_embed.proj.weight"].sum(1, keepdim=True))
 
 
 def test_pretrained_tags_record_the_official_release():

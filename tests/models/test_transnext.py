@@ -1,0 +1,197 @@
+"""TransNeXt: official checkpoint layout, agreement with the official formulation, modes, sizes, autocast.
+
+timm has no TransNeXt, so the model is checked against (a) an official-layout state dict whose keys and shapes
+are written out here from the official repository's module structure, and (b) the clean-room rewrite of the
+official unfold-based formulation in ``backbones.models._transnext_reference`` (tokens as sequences, unfold,
+concatenated softmax, unique-table CPB with F.interpolate resizing), loaded with that same state dict.
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import backbones
+from backbones.models._transnext_reference import create_official_style
+from backbones.models.transnext import checkpoint_filter_fn
+
+SMALL = dict(embed_dims=(24, 48, 72, 96), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4))
+
+
+def official_state_dict(
+    embed_dims, depths, num_heads, mlp_ratios=(8, 8, 4, 4), sr_ratios=(8, 4, 2, 1), window=3, num_classes=1000
+) -> dict[str, torch.Tensor]:
+    """Keys and shapes of DaiShiResearch/TransNeXt classification/transnext.py, random values."""
+    g = torch.Generator().manual_seed(0)
+    shapes = {}
+    for s, (c, depth, heads, ratio, sr) in enumerate(zip(embed_dims, depths, num_heads, mlp_ratios, sr_ratios), 1):
+        c_in, k = (3, 7) if s == 1 else (embed_dims[s - 2], 3)
+        shapes.update({f"patch_embed{s}.proj.weight": (c, c_in, k, k), f"patch_embed{s}.proj.bias": (c,)})
+        shapes.update({f"patch_embed{s}.norm.weight": (c,), f"patch_embed{s}.norm.bias": (c,)})
+        d, hidden = c // heads, int(2 * int(c * ratio) / 3)
+        for j in range(depth):
+            p = f"block{s}.{j}."
+            for n in ("norm1", "norm2"):
+                shapes.update({p + n + ".weight": (c,), p + n + ".bias": (c,)})
+            a = p + "attn."
+            shapes.update({a + "temperature": (heads, 1, 1), a + "query_embedding": (heads, 1, d)})
+            if sr > 1:
+                shapes.update({a + "relative_pos_bias_local": (heads, window**2)})
+                shapes.update(
+                    {a + "learnable_tokens": (heads, d, window**2), a + "learnable_bias": (heads, 1, window**2)}
+                )
+                shapes.update(
+                    {a + "q.weight": (c, c), a + "q.bias": (c,), a + "kv.weight": (2 * c, c), a + "kv.bias": (2 * c,)}
+                )
+                shapes.update(
+                    {a + "sr.weight": (c, c, 1, 1), a + "sr.bias": (c,), a + "norm.weight": (c,), a + "norm.bias": (c,)}
+                )
+            else:
+                shapes.update({a + "qkv.weight": (3 * c, c), a + "qkv.bias": (3 * c,)})
+            shapes.update({a + "proj.weight": (c, c), a + "proj.bias": (c,)})
+            shapes.update({a + "cpb_fc1.weight": (512, 2), a + "cpb_fc1.bias": (512,)})
+            shapes.update({a + "cpb_fc2.weight": (heads, 512), a + "cpb_fc2.bias": (heads,)})
+            shapes.update({p + "mlp.fc1.weight": (2 * hidden, c), p + "mlp.fc1.bias": (2 * hidden,)})
+            shapes.update({p + "mlp.dwconv.dwconv.weight": (hidden, 1, 3, 3), p + "mlp.dwconv.dwconv.bias": (hidden,)})
+            shapes.update({p + "mlp.fc2.weight": (c, hidden), p + "mlp.fc2.bias": (c,)})
+        shapes.update({f"norm{s}.weight": (c,), f"norm{s}.bias": (c,)})
+    if num_classes:
+        shapes.update({"head.weight": (num_classes, embed_dims[-1]), "head.bias": (num_classes,)})
+    sd = {}
+    for k, shape in shapes.items():
+        t = torch.randn(shape, generator=g) * 0.05
+        if k.endswith(".weight") and t.ndim == 1:  # LayerNorm scales around 1
+            t = t + 1.0
+        if k.endswith("temperature"):
+            t = t + 4.0
+        sd[k] = t
+    return sd
+
+
+@pytest.fixture(scope="module")
+def official_small():
+    return official_state_dict(**SMALL)
+
+
+def test_official_layout_of_tiny_loads_strictly_with_published_key_count():
+    sd = official_state_dict((72, 144, 288, 576), (2, 2, 15, 2), (3, 6, 12, 24))
+    assert len(sd) == 617  # official transnext_tiny state dict
+    assert sum(t.numel() for t in sd.values()) == 28_258_960
+    with torch.device("meta"):
+        model = timm.create_model("transnext_tiny")
+    sd = checkpoint_filter_fn(sd, model)
+    assert set(sd) == set(model.state_dict())
+    bad = [k for k, v in sd.items() if v.shape != model.state_dict()[k].shape]
+    assert not bad, bad[:5]
+
+
+def test_reference_has_the_official_layout(official_small):
+    ref = create_official_style("transnext_tiny", **SMALL)
+    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in official_small.items()
+    }
+
+
+MODES = {
+    "extrapolate": dict(),
+    "interpolate": dict(pos_bias_mode="interpolate", img_size=160),
+    "fixed_pool": dict(fixed_pool_size=3),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_matches_official_formulation_at_224_and_non_square(official_small, mode):
+    kwargs = dict(SMALL, **MODES[mode])
+    ours = backbones.create_model("transnext_tiny", **kwargs).eval()
+    backbones.load_checkpoint(ours, official_small, strict=True)
+    ref = create_official_style("transnext_tiny", **kwargs).eval()
+    ref.load_state_dict(official_small, strict=True)
+    for hw in ((224, 224), (197, 253)):
+        x = torch.randn(2, 3, *hw)
+        with torch.no_grad():
+            feats = ours.forward_intermediates(x, intermediates_only=True)
+            ref_feats = ref.forward_features(x)
+            out, ref_out = ours(x), ref(x)
+        for f, r in zip(feats, ref_feats):
+            torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+
+
+def test_full_size_micro_matches_official_formulation():
+    sd = official_state_dict((48, 96, 192, 384), (2, 2, 15, 2), (2, 4, 8, 16))
+    ours = backbones.create_model("transnext_micro").eval()
+    backbones.load_checkpoint(ours, sd, strict=True)
+    ref = create_official_style("transnext_micro").eval()
+    ref.load_state_dict(sd, strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_modes_agree_at_img_size_and_differ_elsewhere(official_small):
+    models = {}
+    for mode in ("extrapolate", "interpolate"):
+        models[mode] = backbones.create_model("transnext_tiny", pos_bias_mode=mode, img_size=192, **SMALL).eval()
+        backbones.load_checkpoint(models[mode], official_small)
+    with torch.no_grad():
+        x = torch.randn(1, 3, 192, 192)
+        torch.testing.assert_close(models["extrapolate"](x), models["interpolate"](x))
+        x = torch.randn(1, 3, 256, 160)
+        assert not torch.allclose(models["extrapolate"](x), models["interpolate"](x), atol=1e-4)
+
+
+def test_dense_checkpoint_backbone_and_headless_model(official_small):
+    model = backbones.create_model("transnext_tiny", num_classes=0, **SMALL)
+    wrapped = {"state_dict": {f"backbone.{k}": v for k, v in official_small.items() if not k.startswith("head")}}
+    wrapped["state_dict"]["neck.lateral_convs.0.conv.weight"] = torch.zeros(1)
+    backbones.load_checkpoint(model, wrapped, strict=True)
+    backbones.load_checkpoint(model, official_small, strict=True)  # the classifier is dropped
+
+
+def test_no_weight_decay_follows_official_keywords():
+    model = backbones.create_model("transnext_tiny", **SMALL)
+    names = model.no_weight_decay()
+    assert "stages.0.blocks.0.attn.query_embedding" in names
+    assert "stages.3.blocks.0.attn.cpb_fc2.weight" in names
+    assert "stages.2.blocks.1.attn.temperature" in names
+    assert "stages.0.blocks.0.attn.relative_pos_bias_local" in names
+    assert not any("learnable" in n for n in names)  # decayed in the official recipe
+
+
+def test_pretrained_tags_record_official_urls():
+    tags = timm.list_pretrained("transnext_*")
+    assert set(tags) == {
+        "transnext_micro.in1k",
+        "transnext_tiny.in1k",
+        "transnext_small.in1k",
+        "transnext_small.in1k_384",
+        "transnext_base.in1k",
+        "transnext_base.in1k_384",
+    }
+    cfg = timm.models.get_pretrained_cfg("transnext_base.in1k_384")
+    assert cfg.url == (
+        "https://huggingface.co/DaiShiResearch/transnext-base-384-1k-ft-1k/resolve/main/transnext_base_384_1k_ft_1k.pth"
+    )
+    assert cfg.input_size == (3, 384, 384)
+
+
+@pytest.mark.parametrize(
+    "dtype,mode",
+    [
+        (torch.bfloat16, "extrapolate"),
+        (torch.bfloat16, "interpolate"),
+        # fp16 runs slowly on CPU; the mode the detection configs use.
+        pytest.param(torch.float16, "interpolate", marks=pytest.mark.slow),
+    ],
+)
+def test_autocast_at_detection_size_is_finite(dtype, mode):
+    kwargs = dict(embed_dims=(24, 48, 72, 96), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
+    if mode == "interpolate":
+        kwargs.update(pos_bias_mode="interpolate", img_size=800)  # as the Mask R-CNN configs
+    model = backbones.create_model("transnext_tiny", num_classes=0, **kwargs).eval()
+    x = torch.randn(1, 3, 800, 1333)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        feats = model.forward_intermediates(x, intermediates_only=True)
+    assert [tuple(f.shape[-2:]) for f in feats] == [(200, 334), (100, 167), (50, 84), (25, 42)]
+    assert all(torch.isfinite(f).all() for f in feats)

@@ -4,6 +4,7 @@ from .bilevel_routing_attention import BiLevelRoutingAttention  # noqa: F401
 from .cascaded_group_attention import CascadedGroupAttention, LocalWindowAttention  # noqa: F401
 from .channel_attention import ChannelAttention  # noqa: F401
 from .conv_ffn import ConvFFN  # noqa: F401
+from .conv_glu import ConvGLU  # noqa: F401
 from .conv_norm import ConvNorm, NormLinear  # noqa: F401
 from .conv_pos_enc import ConvPosEnc  # noqa: F401
 from .deformable_token_merging import DeformableConv2d, DeformableTokenMerging  # noqa: F401

@@ -1,5 +1,6 @@
 """Token mixers and other blocks shared by the model families (one module per idea)."""
 
+from .aggregated_attention import AggregatedAttention, LengthScaledAttention  # noqa: F401
 from .bilevel_routing_attention import BiLevelRoutingAttention  # noqa: F401
 from .cascaded_group_attention import CascadedGroupAttention, LocalWindowAttention  # noqa: F401
 from .channel_attention import ChannelAttention  # noqa: F401

@@ -40,6 +40,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
+from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.aggregated_attention import AggregatedAttention, LengthScaledAttention, PosBiasMode
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
@@ -524,3 +525,13 @@ def transnext_small(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
 def transnext_base(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
     model_args = dict(embed_dims=(96, 192, 384, 768), depths=(5, 5, 23, 5), num_heads=(4, 8, 16, 32))
     return _create_transnext("transnext_base", pretrained, **dict(model_args, **kwargs))
+
+
+def _official_reference(name: str, **kwargs: Any) -> nn.Module:
+    from ._transnext_reference import create_official_style
+
+    return create_official_style(name, **kwargs)
+
+
+# tools/benchmark.py --compare: the official native formulation (unfold windows, concatenated softmax, gathered CPB).
+register_reference("transnext_*", _official_reference, "official-unfold")

@@ -83,6 +83,7 @@ _SHALLOW = {
     r"efficientvit_m\d": dict(depth=(1, 1, 1)),
     r"davit_.*": dict(depths=(1, 1, 1, 1)),
     r"litv2_.*": dict(depths=(1, 1, 1, 1)),
+    r"biformer_.*": dict(depths=(1, 1, 1, 1)),
 }
 
 

@@ -1,0 +1,25 @@
+# RetinaNet 1x, BiFormer-S backbone, FPN, COCO 2017 (boxes only).
+# Should reproduce the official result (rayleizhu/BiFormer README, RetinaNet 1x, COCO val2017):
+#   45.9 box AP (official config object_detection/configs/coco/retinanet.1x.biformer_small.py).
+# Official recipe (WaveViT's): single-scale 1333x800 training with flip, AdamW lr 1e-4 weight decay 1e-4 on every
+# parameter, no gradient clipping, warm-up 500 it, 12 epochs with steps [8, 11], batch 16 (8 GPUs x 2), drop path
+# 0.2, 16 x 16 routing regions, per-output LayerNorms, BatchNorms in eval mode, fp16 with loss scale 512 (use --amp
+# on GPUs). No official detector weights exist. Train: python -m backbones.mm.runner <this config>
+_base_ = [
+    './_base_/models/retinanet_biformer_fpn.py',
+    './_base_/datasets/coco_detection.py',
+    './_base_/schedules/schedule_1x_biformer.py',
+    './_base_/default_runtime.py',
+]
+
+# ImageNet-1k classification weights of the official release, downloaded to this path from
+#   https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHDyM-x9KWRBZ832/root/content
+# (OneDrive serves every file as .../root/content: an URL here would give T, S and B one cache file).
+pretrained = 'checkpoints/biformer_small_in1k.pth'
+model = dict(
+    backbone=dict(
+        model_name='biformer_small',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[128, 256, 512]))
+optim_wrapper = dict(optimizer=dict(weight_decay=0.0001), paramwise_cfg=dict(_delete_=True))

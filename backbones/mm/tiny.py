@@ -41,6 +41,7 @@ NARROW_KWARGS: dict[str, dict[str, Any]] = {
     r"efficientvit_m\d": dict(embed_dim=(16, 24, 32), depth=(1, 1, 1), num_heads=(2, 2, 2), key_dim=(4, 4, 4)),
     r"davit_.*": dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
     r"biformer_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), head_dim=8),
+    r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
 }
 
 

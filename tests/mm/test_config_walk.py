@@ -84,6 +84,7 @@ _SHALLOW = {
     r"davit_.*": dict(depths=(1, 1, 1, 1)),
     r"litv2_.*": dict(depths=(1, 1, 1, 1)),
     r"biformer_.*": dict(depths=(1, 1, 1, 1)),
+    r"transnext_.*": dict(depths=(1, 1, 1, 1)),
 }
 
 

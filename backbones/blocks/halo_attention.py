@@ -22,9 +22,11 @@ removes padded keys from the softmax.
 
 Layout: input (B, dim, H, W) -> output (B, dim_out, ceil(H / stride), ceil(W / stride)). The key/value projection's
 output channels are grouped per head, [k_0 | v_0 | k_1 | v_1 | ...] (timm's layout, kept for its weights).
-Keys/values are gathered once into (B * heads * blocks, w * w, d_qk + d_v) windows; inference runs the fused
-``scaled_dot_product_attention`` with the relative logits as its additive mask, training a baddbmm/softmax/bmm
-chain (the fused kernel gives no gradient for the mask).
+Keys/values are gathered once into (B * heads * blocks, w * w, d_qk + d_v) windows by an index gather (no unfold:
+its backward is slow). Inference runs ``scaled_dot_product_attention`` with the relative logits as its additive
+mask; training runs a forward (flash attention on CPU) that keeps only its inputs and log-sum-exp, and a backward
+that recomputes each block's attention matrix (:class:`_HaloSoftmaxAttention`): no (b^2, w^2) matrix per block is
+held between the passes.
 """
 
 from __future__ import annotations
@@ -46,6 +48,69 @@ class _RelPosTables(nn.Module):
         super().__init__()
         self.height_rel = nn.Parameter(torch.zeros(2 * window_size - 1, dim_head, device=device, dtype=dtype))
         self.width_rel = nn.Parameter(torch.zeros(2 * window_size - 1, dim_head, device=device, dtype=dtype))
+
+
+def _expand_rel(rel_h: Tensor, rel_w: Tensor) -> Tensor:
+    """(n, L, w) row and (n, L, w) column logits -> (n, L, w * w) logits over the window in raster order."""
+    n, length, win = rel_h.shape
+    return (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).view(n, length, win * win)
+
+
+def _fused_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
+    """softmax(scale * q k^T + bias) v by ``scaled_dot_product_attention`` (fused kernels need equal head sizes:
+    the narrower of q/k and v is zero-padded, which changes nothing)."""
+    d_qk, d_v = q.shape[-1], v.shape[-1]
+    if d_qk < d_v:
+        q, k = F.pad(q, (0, d_v - d_qk)), F.pad(k, (0, d_v - d_qk))
+    elif d_v < d_qk:
+        v = F.pad(v, (0, d_qk - d_v))
+    out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=bias[:, None], scale=scale)
+    return out[:, 0, :, :d_v]
+
+
+class _HaloSoftmaxAttention(torch.autograd.Function):
+    """softmax(scale * q k^T + rel_h (+) rel_w) v that saves its inputs and the log-sum-exp only.
+
+    The (L, w * w) attention matrix of every block is recomputed in backward instead of being kept for it: it is
+    most of the memory an autograd version holds (timm's included). q: (n, L, d_qk), k: (n, S, d_qk),
+    v: (n, S, d_v), rel_h / rel_w: (n, L, w) logits per key row / column, S = w * w.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, scale: float) -> Tensor:
+        bias = _expand_rel(rel_h, rel_w)
+        # the fused CPU kernel reads rows with unit stride (q is a strided view when the map is a single block)
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+        if q.device.type == "cpu" and q.shape[-1] == v.shape[-1]:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q[:, None], k[:, None], v[:, None], attn_mask=bias[:, None], scale=scale
+            )
+            out, lse = out[:, 0], lse[:, 0]
+        else:
+            logits = bias.baddbmm_(q, k.transpose(1, 2), alpha=scale)
+            lse = torch.logsumexp(logits, dim=-1)
+            out = torch.bmm(logits.sub_(lse.unsqueeze(-1)).exp_(), v)
+        ctx.save_for_backward(q, k, v, rel_h, rel_w, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, rel_h, rel_w, out, lse = ctx.saved_tensors
+        scale = ctx.scale
+        grad_out = grad_out.contiguous()
+        attn = _expand_rel(rel_h, rel_w).baddbmm_(q, k.transpose(1, 2), alpha=scale)
+        attn = attn.sub_(lse.unsqueeze(-1).to(attn.dtype)).exp_()
+        # gradients of k and v as (d, S) products: far faster on CPU than (S, L) @ (L, d) with tiny d
+        grad_v = torch.bmm(grad_out.transpose(1, 2), attn).transpose(1, 2)
+        # d logits = P * (dP - rowsum(dO * O)), built in place in the buffers of P and dP
+        grad_attn = torch.bmm(grad_out, v.transpose(1, 2))
+        grad_logits = attn.mul_(grad_attn.sub_((grad_out * out).sum(-1, keepdim=True)))
+        n, length, win = rel_h.shape
+        per_key = grad_logits.view(n, length, win, win)
+        grad_q = torch.bmm(grad_logits, k).mul_(scale)
+        grad_k = torch.bmm(q.transpose(1, 2), grad_logits).mul_(scale).transpose(1, 2)
+        return grad_q, grad_k, grad_v, per_key.sum(-1), per_key.sum(-2), None
 
 
 class HaloAttention(nn.Module):
@@ -127,19 +192,30 @@ class HaloAttention(nn.Module):
         valid = (pos >= before) & (pos < num_blocks * self.block_size + 2 * self.halo_size - after)
         return torch.zeros(valid.shape, dtype=like.dtype, device=like.device).masked_fill_(~valid, float("-inf"))
 
-    def _rel_logits(self, q: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
-        """Relative-position logits (and the padding mask) of q (B, heads, nh, nw, bq, bq, d): (n, bq^2, w^2)."""
+    def _rel_logits(self, q: Tensor, pad: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
+        """Relative-position logits of q (B, heads, nh, nw, bq, bq, d) per key row and per key column, padding mask
+        folded in: two (n, bq * bq, w) tensors."""
         B, heads, nh, nw, bq = q.shape[:5]
         win = self.window_size
         # table row read by query row/column i for key row/column j of the window
         index = torch.arange(win, device=q.device)[None, :] - torch.arange(bq, device=q.device)[:, None] + win - 1
-        rel_h = torch.einsum("bnhwrcd,rkd->bnhwrck", q, self.pos_embed.height_rel[index]).contiguous()
-        rel_w = torch.einsum("bnhwrcd,ckd->bnhwrck", q, self.pos_embed.width_rel[index]).contiguous()
+        rel_h = torch.einsum("bnhwrcd,rkd->bnhwrck", q, self.pos_embed.height_rel[index])
+        rel_w = torch.einsum("bnhwrcd,ckd->bnhwrck", q, self.pos_embed.width_rel[index])
         if self.mask_padding:
             rel_h = rel_h + self._pad_mask(nh, pad[2], pad[3], q)[:, None, None, None, :]
             rel_w = rel_w + self._pad_mask(nw, pad[0], pad[1], q)[:, None, None, :]
-        # (.., q_r, q_c, k_r, 1) + (.., q_r, q_c, 1, k_c): keys in the window's raster order
-        return (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).view(B * heads * nh * nw, bq * bq, win * win)
+        n = B * heads * nh * nw
+        return rel_h.reshape(n, bq * bq, win), rel_w.reshape(n, bq * bq, win)
+
+    def _window_index(self, nh: int, nw: int, padded_width: int, device: torch.device) -> Tensor:
+        """Flat positions in the padded map of every block's w x w window, (nh, nw, w, w) raster order."""
+        rows = torch.arange(nh, device=device)[:, None] * self.block_size + torch.arange(
+            self.window_size, device=device
+        )
+        cols = torch.arange(nw, device=device)[:, None] * self.block_size + torch.arange(
+            self.window_size, device=device
+        )
+        return (rows[:, None, :, None] * padded_width + cols[None, :, None, :]).reshape(-1)
 
     def forward(self, x: Tensor) -> Tensor:
         B, _, H, W = x.shape
@@ -155,22 +231,22 @@ class HaloAttention(nn.Module):
         if self.scale_pos_embed:
             q = q * self.scale
         pad = (h, h + nw * b - W, h, h + nh * b - H)  # one zero pad: the halo and the padding to a multiple of b
-        rel = self._rel_logits(q, pad)
+        rel_h, rel_w = self._rel_logits(q, pad)
         q = q.reshape(n, bq * bq, d_qk)
 
-        kv = F.pad(self.kv(x), pad).view(B, heads, d_qk + d_v, nh * b + 2 * h, nw * b + 2 * h)
-        # overlapping windows as a strided view (B, heads, d, nh, nw, w, w), gathered once into (n, w * w, d)
-        kv = kv.unfold(3, win, b).unfold(4, win, b).permute(0, 1, 3, 4, 5, 6, 2).reshape(n, win * win, d_qk + d_v)
+        # keys/values channels-last (B, heads, H, W, d), zero-padded, then every window gathered once by index
+        # (an index_select, whose backward is an index_add: far cheaper than unfold's)
+        kv = self.kv(x).view(B, heads, d_qk + d_v, H, W).permute(0, 1, 3, 4, 2)
+        kv = F.pad(kv, (0, 0) + pad).reshape(B * heads, -1, d_qk + d_v)
+        kv = kv.index_select(1, self._window_index(nh, nw, nw * b + 2 * h, x.device))
+        kv = kv.view(n, win * win, d_qk + d_v)
         k, v = kv[..., :d_qk], kv[..., d_qk:]
 
         scale = 1.0 if self.scale_pos_embed else self.scale
         if torch.is_grad_enabled():
-            attn = torch.baddbmm(rel, q * scale, k.transpose(1, 2)).softmax(dim=-1)
-            out = torch.bmm(attn, v)
+            out = _HaloSoftmaxAttention.apply(q, k, v, rel_h, rel_w, scale)
         else:
-            out = F.scaled_dot_product_attention(
-                q[:, None], k[:, None], v[:, None], attn_mask=rel[:, None], scale=scale
-            )
+            out = _fused_attention(q, k, v, _expand_rel(rel_h, rel_w), scale)
         # (n, bq * bq, d_v) -> (B, heads, d_v, nh, bq, nw, bq) -> (B, dim_out, nh * bq, nw * bq)
         out = out.reshape(B, heads, nh, nw, bq, bq, d_v).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, heads * d_v, nh * bq, nw * bq)

@@ -16,7 +16,8 @@ halo (:class:`backbones.blocks.HaloAttention`): b x b query blocks attend to (b 
 What differs from timm: any input size (halo attention pads to a multiple of b and crops; H x W gives
 ceil(H / r) x ceil(W / r) maps at reduction r, e.g. 224 x 224 or 800 x 1333), a clear error for wrong input, an
 optional ``mask_padding=True`` that keeps padded keys out of the softmax (off by default: timm's numerics, which its
-weights were trained with), and faster attention (one key/value gather, fused attention in inference).
+weights were trained with), and faster, lighter attention (one key/value gather, fused attention, attention
+matrices recomputed in backward rather than stored).
 """
 
 from __future__ import annotations

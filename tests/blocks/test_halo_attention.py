@@ -12,10 +12,11 @@ from timm.layers.halo_attn import HaloAttn
 
 from backbones.blocks import HaloAttention
 
-# (constructor kwargs, H, W): stride 1 and 2 (strided queries, b even), odd b with stride 2 (average pool), values
+# (constructor kwargs, H, W): one block, stride 1 and 2 (strided queries, b even), odd b with stride 2 (average pool), values
 # wider than queries/keys, bias + scaled position logits, halo 0, sizes that are and are not multiples of b.
 CASES = [
     (dict(dim=8, num_heads=2, block_size=4, halo_size=1), 9, 11),
+    (dict(dim=8, num_heads=2, block_size=4, halo_size=2), 4, 4),  # a single block
     (dict(dim=8, num_heads=2, block_size=4, halo_size=2), 8, 12),
     (dict(dim=8, num_heads=2, block_size=4, halo_size=2, stride=2), 9, 14),
     (dict(dim=8, num_heads=1, block_size=3, halo_size=1, stride=2), 7, 10),
@@ -107,11 +108,18 @@ def test_matches_naive_reference_both_paths(kwargs, H, W, mask_padding):
 
 
 @pytest.mark.parametrize("mask_padding", [False, True], ids=["zero-halo", "masked"])
-def test_gradients_match_naive_reference(mask_padding):
-    kwargs, H, W = dict(dim=8, num_heads=2, block_size=4, halo_size=1, stride=2, qkv_bias=True), 7, 9
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(dim=8, num_heads=2, block_size=4, halo_size=1, stride=2, qkv_bias=True),  # equal q/k and v widths
+        dict(dim=8, dim_out=12, num_heads=2, dim_head=2, block_size=4, halo_size=1, stride=2),  # unequal
+    ],
+    ids=["d_qk=d_v", "d_qk<d_v"],
+)
+def test_gradients_match_naive_reference(kwargs, mask_padding):
     m = _module(kwargs, mask_padding)
-    x = torch.randn(1, 8, H, W, requires_grad=True)
-    weight = torch.randn(1, 8, 4, 5)
+    x = torch.randn(1, 8, 7, 9, requires_grad=True)
+    weight = torch.randn(1, m.num_heads * m.dim_head_v, 4, 5)
     grads = []
     for fn in (lambda: m(x), lambda: naive_halo_attention(x, m, mask_padding)):
         m.zero_grad()

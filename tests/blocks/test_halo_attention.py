@@ -12,8 +12,8 @@ from timm.layers.halo_attn import HaloAttn
 
 from backbones.blocks import HaloAttention
 
-# (constructor kwargs, H, W): one block, stride 1 and 2 (strided queries, b even), odd b with stride 2 (average pool), values
-# wider than queries/keys, bias + scaled position logits, halo 0, sizes that are and are not multiples of b.
+# (constructor kwargs, H, W): one block, stride 1 and 2 (strided queries, b even), odd b with stride 2 (average
+# pool), values wider than queries/keys, bias + scaled position logits, halo 0, sizes (not) multiples of b.
 CASES = [
     (dict(dim=8, num_heads=2, block_size=4, halo_size=1), 9, 11),
     (dict(dim=8, num_heads=2, block_size=4, halo_size=2), 4, 4),  # a single block

@@ -47,6 +47,20 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
     "efficientvit_m3": (73.4, "Cream EfficientViT classification README"),
     "efficientvit_m4": (74.3, "Cream EfficientViT classification README"),
     "efficientvit_m5": (77.1, "Cream EfficientViT classification README"),
+    # HaloNet: the paper's table (arXiv:2103.12731, as reproduced by keras_cv_attention_models; H4 is 85.5 with
+    # IN-21k pre-training); timm's hybrids: pytorch-image-models results/results-imagenet.csv (their weights).
+    "halonet_h0": (77.9, "HaloNet paper table (H0)"),
+    "halonet_h1": (79.9, "HaloNet paper table (H1; timm's halonet_h1 ships no weights)"),
+    "halonet_h2": (80.4, "HaloNet paper table (H2)"),
+    "halonet_h3": (81.9, "HaloNet paper table (H3, 320px)"),
+    "halonet_h4": (83.3, "HaloNet paper table (H4, 384px)"),
+    "halonet_h5": (84.0, "HaloNet paper table (H5, 448px)"),
+    "halonet_h6": (84.4, "HaloNet paper table (H6, 512px)"),
+    "halonet_h7": (84.9, "HaloNet paper table (H7, 600px)"),
+    "halonet26t": (79.134, "timm results-imagenet.csv (halonet26t.a1h_in1k)"),
+    "sehalonet33ts": (80.976, "timm results-imagenet.csv (sehalonet33ts.ra2_in1k)"),
+    "halonet50ts": (81.640, "timm results-imagenet.csv (halonet50ts.a1h_in1k)"),
+    "eca_halonext26ts": (79.518, "timm results-imagenet.csv (eca_halonext26ts.c1_in1k)"),
 }
 
 

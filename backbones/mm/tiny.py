@@ -42,6 +42,9 @@ NARROW_KWARGS: dict[str, dict[str, Any]] = {
     r"davit_.*": dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
     r"biformer_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), head_dim=8),
     r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
+    r"halonet.*|sehalonet33ts|eca_halonext26ts": dict(
+        stem_chs=16, widths=(64, 64, 128, 128), layouts=("B", "BA", "BA", "A"), num_heads=2
+    ),
 }
 
 

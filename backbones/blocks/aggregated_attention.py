@@ -105,7 +105,10 @@ def _axis_plan(n_query: int, n_key: int, pretrain: int, ref: tuple[int, int] | N
     index = ref_index[q_idx[:, None, :, None], k_idx[None, :, None, :]].flatten(2)  # (n_q, n_k, taps)
     weight = (q_w[:, None, :, None] * k_w[None, :, None, :]).flatten(2)
     used = (weight != 0).flatten(0, 1).any(0)  # drop taps that are zero everywhere (e.g. no resize on an axis)
-    return values, index[..., used], weight[..., used]
+    index, weight = index[..., used], weight[..., used]
+    # Keep only the table entries some tap reads: a map smaller than the reference reads few of them.
+    entries, index = torch.unique(index, return_inverse=True)
+    return values[entries], index, weight
 
 
 class _BiasPlan(NamedTuple):

@@ -38,7 +38,9 @@ def naive_hilo(x: torch.Tensor, m: HiLoAttention, mask_padding: bool) -> torch.T
                     pixels = [(wr * s + i, wc * s + j) for i in range(s) for j in range(s)]
                     inside = [py < H and px < W for py, px in pixels]
                     # official: a padded pixel is a zero input vector, projected like any other
-                    tokens = torch.stack([x[n, py, px] if ok else torch.zeros(C) for (py, px), ok in zip(pixels, inside)])
+                    tokens = torch.stack(
+                        [x[n, py, px] if ok else torch.zeros(C) for (py, px), ok in zip(pixels, inside)]
+                    )
                     qkv = _linear(tokens, m.hifi_qkv)  # (s*s, 3 * hifi_dim): [q | k | v], head-major
                     q, k, v = qkv.split(m.hifi_dim, dim=-1)
                     keep = [i for i, ok in enumerate(inside) if ok or not mask_padding]

@@ -243,7 +243,10 @@ class HaloAttention(nn.Module):
         k, v = kv[..., :d_qk], kv[..., d_qk:]
 
         scale = 1.0 if self.scale_pos_embed else self.scale
-        if torch.is_grad_enabled():
+        # the memory-light autograd function when gradients are needed; the fused kernel otherwise (and when
+        # tracing / exporting, which cannot see through a custom autograd function's private kernel)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, kv, rel_h, rel_w))
+        if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             out = _HaloSoftmaxAttention.apply(q, k, v, rel_h, rel_w, scale)
         else:
             out = _fused_attention(q, k, v, _expand_rel(rel_h, rel_w), scale)

@@ -193,3 +193,20 @@ def test_bad_input_has_clear_errors():
         model.forward_intermediates(torch.randn(1, 3, 2, 2))
     with pytest.raises(ValueError, match="layouts"):
         timm.create_model("halonet_h1", layouts=("AC", "A", "A", "A"))
+
+
+@pytest.mark.parametrize("mask_padding", [False, True], ids=["zero-halo", "masked"])
+def test_exports_to_onnx_at_an_odd_size(tmp_path, mask_padding):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = timm.create_model(
+        "halonet26t", stem_chs=16, widths=(64, 64, 128, 128), layouts=("B", "BA", "BA", "A"), num_heads=2,
+        mask_padding=mask_padding, zero_init_last=False,  # residual branches (the attention) count at init
+    ).eval()  # fmt: skip
+    x = torch.randn(1, 3, 97, 131)
+    path = tmp_path / "halonet.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["image"], output_names=["logits"])
+    onnx.checker.check_model(str(path))
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), model(x), rtol=1e-4, atol=1e-5)

@@ -137,7 +137,7 @@ class _RoutedAttention(torch.autograd.Function):
         q, kv, rows, mask = ctx.saved_tensors
         heads, qk_dim, scale = ctx.args
         nb, n_kv, width = kv.shape
-        kv_rows = kv.reshape(nb, n_kv * width)
+        kv_rows = kv.detach().reshape(nb, n_kv * width)
         grad_q = torch.empty_like(q)
         acc = torch.float32 if kv.dtype in (torch.float16, torch.bfloat16) else kv.dtype
         grad_kv = torch.zeros(nb, n_kv * width, device=kv.device, dtype=acc)
@@ -241,7 +241,7 @@ class BiLevelRoutingAttention(nn.Module):
         s, m, qk = self.num_regions, self.num_heads, self.qk_dim
         rh, rw = math.ceil(hgt / s), math.ceil(wid / s)  # region size
         pad_b, pad_r = rh * s - hgt, rw * s - wid
-        if pad_b or pad_r:  # official: padded before the projection, so padded q/k/v carry the bias
+        if pad_b or pad_r:  # zeros before the projection (official): padded q/k/v are the bias, masked or not
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         x = _partition(x, s)  # (B, S^2, n, C), n = rh * rw
         token_valid = None
@@ -271,8 +271,8 @@ class BiLevelRoutingAttention(nn.Module):
         if weight is None and torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad):
             out = _RoutedAttention.apply(q, kv, rows, mask, m, qk, self.scale)
         else:
-            w = None if weight is None else weight.reshape(b * s * s, -1)
-            out = _routed_attention_chunks(q, kv, rows, mask, w, m, qk, self.scale)  # (B*S^2, n, C)
+            wts = None if weight is None else weight.reshape(b * s * s, -1)
+            out = _routed_attention_chunks(q, kv, rows, mask, wts, m, qk, self.scale)  # (B*S^2, n, C)
         out = _merge(out.view(b, s * s, n_q, self.dim), s, rh, rw)[:, :hgt, :wid]
         if lepe is not None:
             out = out + lepe

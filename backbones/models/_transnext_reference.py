@@ -253,34 +253,39 @@ class OfficialStyleTransNeXt(nn.Module):
     def geometry(self, stage: int, h: int, w: int, device: torch.device) -> dict:
         key = (stage, h, w, device)
         if key not in self._geometry:
-            stride = 4 * 2**stage
-            pretrain = (self.pretrain_size // stride,) * 2
-            pool = self._pool(stage, h, w)
-            if self.pos_bias_mode == "interpolate":
-                ref = (self.img_size // stride,) * 2
-                ref_pool = self._pool(stage, *ref)
-                index, table = coord_table(ref, ref_pool, pretrain)
-                resize = (ref, ref_pool, (h, w), pool)
-                bias_shape = (ref[0] * ref[1], ref_pool[0] * ref_pool[1])
-            else:
-                index, table = coord_table((h, w), pool, pretrain)
-                resize, bias_shape = None, (h * w, pool[0] * pool[1])
-            if self.sr_ratios[stage] == 1:
-                length_scale, padding_mask = torch.tensor(math.log(h * w)), None
-            else:
-                valid, padding_mask = local_mask((h, w), self.window_sizes[stage])
-                length_scale = torch.log(valid + pool[0] * pool[1])
-                padding_mask = padding_mask.to(device)
-            self._geometry[key] = dict(
-                index=index.to(device),
-                table=table.to(device),
-                length_scale=length_scale.to(device),
-                padding_mask=padding_mask,
-                pool=pool,
-                resize=resize,
-                bias_shape=bias_shape,
-            )
+            with torch.inference_mode(False):  # cached tensors must stay usable by autograd later
+                self._geometry[key] = self._build_geometry(stage, h, w, device)
         return self._geometry[key]
+
+    @torch.no_grad()
+    def _build_geometry(self, stage: int, h: int, w: int, device: torch.device) -> dict:
+        stride = 4 * 2**stage
+        pretrain = (self.pretrain_size // stride,) * 2
+        pool = self._pool(stage, h, w)
+        if self.pos_bias_mode == "interpolate":
+            ref = (self.img_size // stride,) * 2
+            ref_pool = self._pool(stage, *ref)
+            index, table = coord_table(ref, ref_pool, pretrain)
+            resize = (ref, ref_pool, (h, w), pool)
+            bias_shape = (ref[0] * ref[1], ref_pool[0] * ref_pool[1])
+        else:
+            index, table = coord_table((h, w), pool, pretrain)
+            resize, bias_shape = None, (h * w, pool[0] * pool[1])
+        if self.sr_ratios[stage] == 1:
+            length_scale, padding_mask = torch.tensor(math.log(h * w)), None
+        else:
+            valid, padding_mask = local_mask((h, w), self.window_sizes[stage])
+            length_scale = torch.log(valid + pool[0] * pool[1])
+            padding_mask = padding_mask.to(device)
+        return dict(
+            index=index.to(device),
+            table=table.to(device),
+            length_scale=length_scale.to(device),
+            padding_mask=padding_mask,
+            pool=pool,
+            resize=resize,
+            bias_shape=bias_shape,
+        )
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """Stage outputs (B, C, H, W), each after its stage norm."""

@@ -195,3 +195,12 @@ def test_autocast_at_detection_size_is_finite(dtype, mode):
         feats = model.forward_intermediates(x, intermediates_only=True)
     assert [tuple(f.shape[-2:]) for f in feats] == [(200, 334), (100, 167), (50, 84), (25, 42)]
     assert all(torch.isfinite(f).all() for f in feats)
+
+
+def test_inference_mode_first_then_training():
+    """Geometry cached under torch.inference_mode must stay usable by autograd (both implementations)."""
+    x = torch.randn(1, 3, 96, 136)  # a size no other test uses, so the caches are filled here
+    for model in (backbones.create_model("transnext_tiny", **SMALL), create_official_style("transnext_tiny", **SMALL)):
+        with torch.inference_mode():
+            model.eval()(x)
+        model.train()(x).sum().backward()

@@ -67,7 +67,8 @@ def _inverse_softplus(y: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Geometry: computed once per size on the CPU (values are needed) in float64, cached per device, cast on use.
+# Geometry: computed once per size on the CPU (values are needed; explicit device="cpu" so that a default device
+# such as "meta" does not apply) in float64, cached per device, cast on use.
 
 
 def cpb_coords(delta: Tensor) -> Tensor:
@@ -77,7 +78,7 @@ def cpb_coords(delta: Tensor) -> Tensor:
 
 def _axis_offsets(n_query: int, n_key: int, pretrain: int) -> Tensor:
     """(n_query, n_key) offsets along one axis between query pixels and pooled-key centroids, scaled to +-8."""
-    query = torch.arange(n_query, dtype=torch.float64)
+    query = torch.arange(n_query, dtype=torch.float64, device="cpu")
     # A pooled key sits at the mean index of the pixels its adaptive-average-pool bin covers.
     key = F.adaptive_avg_pool1d(query[None], n_key)[0]
     return (query[:, None] - key[None, :]) / max(pretrain - 1, 1) * 8
@@ -85,7 +86,8 @@ def _axis_offsets(n_query: int, n_key: int, pretrain: int) -> Tensor:
 
 def _linear_taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor]:
     """Input indices and weights (n_out, 2) of PyTorch's linear resize (align_corners=False) from n_in to n_out."""
-    matrix = F.interpolate(torch.eye(n_in, dtype=torch.float64)[None], size=n_out, mode="linear")[0]  # (in, out)
+    eye = torch.eye(n_in, dtype=torch.float64, device="cpu")
+    matrix = F.interpolate(eye[None], size=n_out, mode="linear")[0]  # (in, out)
     weight, index = matrix.t().topk(min(2, n_in), dim=-1)
     return index, weight
 
@@ -98,7 +100,7 @@ def _axis_plan(n_query: int, n_key: int, pretrain: int, ref: tuple[int, int] | N
     """
     if ref is None:
         values, index = torch.unique(_axis_offsets(n_query, n_key, pretrain), return_inverse=True)
-        return values, index[..., None], torch.ones(n_query, n_key, 1, dtype=torch.float64)
+        return values, index[..., None], torch.ones(n_query, n_key, 1, dtype=torch.float64, device="cpu")
     values, ref_index = torch.unique(_axis_offsets(ref[0], ref[1], pretrain), return_inverse=True)
     q_idx, q_w = _linear_taps(ref[0], n_query)
     k_idx, k_w = _linear_taps(ref[1], n_key)
@@ -149,7 +151,7 @@ def _length_scale(height: int, width: int, window_size: int, num_pooled: int, de
         pad = window_size // 2
 
         def valid(n: int) -> Tensor:
-            i = torch.arange(n)
+            i = torch.arange(n, device="cpu")
             return (i.clamp(max=pad) + (n - 1 - i).clamp(max=pad) + 1).clamp(max=window_size)
 
         count = valid(height)[:, None] * valid(width)[None, :]

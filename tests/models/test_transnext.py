@@ -204,3 +204,12 @@ def test_inference_mode_first_then_training():
         with torch.inference_mode():
             model.eval()(x)
         model.train()(x).sum().backward()
+
+
+@pytest.mark.parametrize("mode", ["extrapolate", "interpolate"])
+def test_forward_on_the_meta_device(mode):
+    """tools/model_table.py counts FLOPs with the model and input on the meta device (default device 'meta')."""
+    with torch.device("meta"):
+        model = backbones.create_model("transnext_tiny", pos_bias_mode=mode, img_size=160, **SMALL)
+        out = model(torch.empty(1, 3, 96, 112))
+    assert out.shape == (1, 1000) and out.device.type == "meta"

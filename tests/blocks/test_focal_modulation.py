@@ -100,8 +100,8 @@ def test_gradients_match_naive_reference(levels, window, normalize, post_norm):
         x.grad = None
         (fn() * upstream).sum().backward()
         grads.append([x.grad.clone()] + [p.grad.clone() for p in mod.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(*grads):  # sums over many positions of O(1) terms: tolerance relative to the tensor's scale
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().max().item()))
 
 
 def test_normalize_modulator_is_division_of_context_by_levels_plus_one():

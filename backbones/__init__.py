@@ -26,5 +26,7 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs):
 
         close = difflib.get_close_matches(arch, list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model name {model_name!r}: not a backbones model{hint} (see backbones.list_models())")
+        raise ValueError(
+            f"unknown model name {model_name!r}: not a backbones model{hint} (see backbones.list_models())"
+        )
     return timm.create_model(model_name, pretrained=pretrained, **kwargs)

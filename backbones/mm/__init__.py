@@ -19,8 +19,8 @@ from __future__ import annotations
 import importlib
 
 from .adapter import TimmBackboneAdapter, read_checkpoint
-from .layer_decay import LayerDecayOptimWrapperConstructor
 from .efficientvit_fpn import EfficientViTFPN  # noqa: F401  (EfficientViT-MSRA detection neck, owned by its family)
+from .layer_decay import LayerDecayOptimWrapperConstructor
 
 __all__ = ["TimmBackboneAdapter", "LayerDecayOptimWrapperConstructor", "read_checkpoint", "REGISTERED_IN"]
 

@@ -100,8 +100,9 @@ def load_checkpoint(
     """Load official, timm or this repository's weights into ``model``.
 
     ``checkpoint`` is a path (``.pth``/``.pt``/``.bin``/``.safetensors``) or an already loaded object. Wrappers
-    and prefixes are removed (:func:`unwrap_state_dict`; ``use_ema`` picks EMA weights when both are saved), then the family's ``checkpoint_filter_fn`` maps
-    official layouts onto ours (it passes our own layout through), then the keys and shapes are checked.
+    and prefixes are removed (:func:`unwrap_state_dict`; ``use_ema`` picks EMA weights when both are saved),
+    then the family's ``checkpoint_filter_fn`` maps official layouts onto ours (it passes our own layout
+    through), then the keys and shapes are checked.
     """
     import sys
 

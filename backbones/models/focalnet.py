@@ -36,7 +36,6 @@ from timm.layers import (
     DropPath,
     LayerNorm2d,
     LayerScale2d,
-    Mlp,
     NormMlpClassifierHead,
     calculate_drop_path_rates,
     trunc_normal_,
@@ -127,6 +126,35 @@ class _Stem(Downsample):
         return super().forward(x.contiguous(memory_format=torch.channels_last))
 
 
+class _ConvMlp(nn.Module):
+    """timm's ``Mlp(use_conv=True)`` (same keys ``fc1``, ``fc2``), but GELU runs in place when autograd is off."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        act_layer: type[nn.Module] = nn.GELU,
+        drop: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.fc1 = nn.Conv2d(dim, hidden_dim, kernel_size=1, **dd)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Conv2d(hidden_dim, dim, kernel_size=1, **dd)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.fc1(x)
+        if isinstance(self.act, nn.GELU) and not torch.is_grad_enabled():
+            x = torch.ops.aten.gelu_(x, approximate=self.act.approximate)
+        else:
+            x = self.act(x)
+        return self.drop2(self.fc2(self.drop1(x)))
+
+
 class FocalNetBlock(nn.Module):
     """Focal modulation and MLP residual branches, pre-norm (T/S/B) or post-norm with LayerScale (L/XL/H).
 
@@ -178,7 +206,7 @@ class FocalNetBlock(nn.Module):
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
         self.norm2 = pre_norm()
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, use_conv=True, **dd)
+        self.mlp = _ConvMlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
         self.norm2_post = post_norm()
         self.ls2 = layer_scale()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()

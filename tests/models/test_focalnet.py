@@ -76,7 +76,10 @@ def test_parity_with_timm_small(small_pairs, name):
             ref_final, ref_inters = ref.forward_intermediates(x)
             for a, b in zip(inters + [final], ref_inters + [ref_final], strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(ours.forward_head(final), ref.forward_head(ref_final), rtol=1e-5, atol=1e-5)
+            logits = ref.forward_head(ref_final)
+            torch.testing.assert_close(ours.forward_head(final), logits, rtol=1e-5, atol=1e-5)
+        if hw == (224, 224):  # with autograd on, the blocks take their out-of-place path
+            torch.testing.assert_close(ours(x).detach(), logits, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,7 +10,9 @@
   number of classes of the tiny set, test score threshold 0 (an untrained detector's scores are low; the
   metric then still sees detections);
 * schedule: ``epochs`` epochs (det) / ``iters`` iterations (seg), validation and a checkpoint at the end,
-  logging every iteration. Optimizer and LR schedulers are the config's own.
+  logging every iteration. Optimizer and LR schedulers are the config's own, except that an
+  iteration-based warm-up is cut to ``warmup_iters`` iterations (the full configs warm up for 500-1500
+  iterations at ~1e-6 of the lr, longer than a whole smoke run, so its loss could not move).
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ def tiny_config(
     epochs: int = 1,
     iters: int = 8,
     train_images: int | None = None,
+    warmup_iters: int = 2,
 ) -> Any:
     """Edit ``cfg`` (mmengine Config of a configs/det or configs/seg file) for a smoke run; return it.
 
@@ -191,6 +194,7 @@ def tiny_config(
         epochs: training epochs of detection configs (24 images, batch 2: 12 iterations per epoch).
         iters: training iterations of segmentation configs.
         train_images: use only the first N training images (detection; fewer iterations).
+        warmup_iters: length of the config's iteration-based warm-up in the smoke run.
     """
     root = str(data_root).rstrip("/")
     scope = cfg.get("default_scope")
@@ -200,5 +204,22 @@ def tiny_config(
         _seg(cfg, root, width, tuple(depths), iters)
     else:
         raise ValueError(f"tiny_config: expects an mmdet or mmseg config (default_scope), got {scope!r}")
+    _shorten_warmup(cfg, warmup_iters)
     cfg.env_cfg.cudnn_benchmark = False
     return cfg
+
+
+def _shorten_warmup(cfg: Any, warmup_iters: int) -> None:
+    """End every iteration-based scheduler's warm-up after ``warmup_iters``; shift what started at its end."""
+    schedulers = cfg.get("param_scheduler")
+    if not schedulers:
+        return
+    schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+    old_ends = set()
+    for sched in schedulers:
+        if sched.get("type") == "LinearLR" and not sched.get("by_epoch", True) and sched.get("end", 0) > warmup_iters:
+            old_ends.add(sched["end"])
+            sched["end"] = warmup_iters
+    for sched in schedulers:
+        if not sched.get("by_epoch", True) and sched.get("begin") in old_ends:
+            sched["begin"] = warmup_iters

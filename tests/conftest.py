@@ -1,6 +1,14 @@
 import os
 import sys
 
+# Without a GPU the Triton kernels run on CPU tensors through Triton's interpreter. It must be on before the first
+# kernel module is imported (the decorator reads it), hence here, before any test module imports backbones.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 import torch
 

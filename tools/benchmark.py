@@ -25,8 +25,12 @@ own implementation of a name this repository replaces (``backbones.timm_original
 repeat by repeat (and which goes first alternates too), so drift in machine load hits both alike. ``ratio`` is
 reference time / our time: above 1 means ours is faster.
 
-``--kernels torch|triton`` sets ``BACKBONES_KERNELS`` before the models are built; the sparse token mixers read it to
-choose their kernels (models without such kernels ignore it).
+``--kernels`` picks the kernels of the sparse token mixers (routed, aggregated and halo attention; see
+``backbones.kernels``) by setting ``BACKBONES_KERNELS`` while the models run: ``--kernels triton`` times every model
+with the Triton kernels, ``--kernels torch triton`` times each model once per choice in the same run (same weights,
+interleaved repeats like ``--compare``) and puts ``ratio`` = torch ms / triton ms on the triton rows (above 1: the
+kernels are faster). The ``kernels`` column says what the mixers actually ran (their ``last_kernel``); models
+without such mixers leave it empty. The Triton kernels need CUDA (``--device cuda``).
 
 Writes a CSV (one row per model / mode / implementation) with ``--csv`` and a bar chart of img/s with ``--plot``.
 """
@@ -49,7 +53,7 @@ from torch import nn
 
 FIELDS = [
     "model", "impl", "mode", "device", "dtype", "batch_size", "input_size", "params_m", "gmacs", "flops_counter",
-    "img_per_s", "ms_per_iter", "peak_mem_mb", "ratio", "repeats",
+    "img_per_s", "ms_per_iter", "peak_mem_mb", "ratio", "repeats", "kernels",
 ]
 
 
@@ -70,8 +74,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     p.add_argument("--flops", choices=["torch", "fvcore", "none"], default="torch", help="FLOP counter")
     p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict of constructor arguments")
-    p.add_argument("--kernels", choices=["torch", "triton"], default=None,
-                   help="sets BACKBONES_KERNELS for the sparse mixers (placeholder for models that have none)")
+    p.add_argument("--kernels", nargs="+", choices=["auto", "torch", "triton"], default=None,
+                   help="kernels of the sparse mixers (BACKBONES_KERNELS); two values, e.g. 'torch triton', time each "
+                        "model with both in one run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--fuse", action="store_true",
                    help="fold BN / re-parameterise every implementation (timm.models.reparameterize_model) "
@@ -82,6 +87,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not isinstance(args.model_kwargs, dict):
         p.error("--model-kwargs must be a JSON object, e.g. '{\"embed_dim\": 48}'")
+    if args.kernels and len(set(args.kernels)) != len(args.kernels):
+        p.error("--kernels: give each choice once")
+    if args.kernels and len(args.kernels) > 1 and args.compare:
+        p.error("--compare and several --kernels are separate comparisons; run them one at a time")
     if args.repeats < 1 or args.warmup < 0 or args.batch_size < 1:
         p.error("--repeats and --batch-size must be >= 1, --warmup >= 0")
     return args
@@ -129,11 +138,36 @@ def count_gmacs(model: nn.Module, x: torch.Tensor, counter: str) -> float | None
         return None
 
 
+@contextlib.contextmanager
+def _kernels_env(kernels: str | None) -> Iterator[None]:
+    """``BACKBONES_KERNELS=kernels`` for the duration (nothing when None)."""
+    if kernels is None:
+        yield
+        return
+    saved = os.environ.get("BACKBONES_KERNELS")
+    os.environ["BACKBONES_KERNELS"] = kernels
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["BACKBONES_KERNELS"]
+        else:
+            os.environ["BACKBONES_KERNELS"] = saved
+
+
+def kernels_used(model: nn.Module) -> str:
+    """The kernels the sparse mixers of ``model`` ran last ("torch", "triton", both comma-joined, or "")."""
+    used = {m.last_kernel for m in model.modules() if getattr(m, "last_kernel", None)}
+    return ",".join(sorted(used))
+
+
 class _Runner:
     """One model, one mode: ``step()`` runs one iteration, ``time_one()`` times one, ``peak_mb()`` its memory."""
 
-    def __init__(self, model: nn.Module, mode: str, x: torch.Tensor, dtype: str, num_classes: int) -> None:
-        self.model, self.mode, self.x = model, mode, x
+    def __init__(
+        self, model: nn.Module, mode: str, x: torch.Tensor, dtype: str, num_classes: int, kernels: str | None = None
+    ) -> None:
+        self.model, self.mode, self.x, self.kernels = model, mode, x, kernels
         self.device = x.device
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
         self.target = torch.randint(0, max(num_classes, 1), (x.shape[0],), device=x.device)
@@ -149,6 +183,10 @@ class _Runner:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def step(self) -> None:
+        with _kernels_env(self.kernels):
+            self._step()
+
+    def _step(self) -> None:
         if self.mode == "infer":
             with torch.inference_mode(), self._autocast():
                 self.model(self.x)
@@ -240,8 +278,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     import backbones
     from backbones._bench import get_reference
 
-    if args.kernels:
-        os.environ["BACKBONES_KERNELS"] = args.kernels
+    kernel_choices = args.kernels or [None]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -257,7 +294,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     impls: list[tuple[str, str, Callable[[], nn.Module]]] = []
     for name in args.models:
         ours_label = "ours" if name.split(".")[0] in backbones.list_models() else "timm"
-        impls.append((name, ours_label, lambda n=name: _build(n, args.model_kwargs, args.num_classes)))
+        for kernels in kernel_choices:
+            label = ours_label if len(kernel_choices) == 1 else f"{ours_label}[{kernels}]"
+            impls.append((name, label, lambda n=name: _build(n, args.model_kwargs, args.num_classes), kernels))
         if args.compare:
             try:
                 build_ref, label = get_reference(name)
@@ -266,15 +305,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             kwargs = dict(args.model_kwargs)
             if args.num_classes is not None:
                 kwargs["num_classes"] = args.num_classes
-            impls.append((name, label, lambda b=build_ref, kw=kwargs, n=name, lb=label: _build_reference(b, kw, n, lb)))
+            impls.append((name, label, lambda b=build_ref, kw=kwargs, n=name, lb=label: _build_reference(b, kw, n, lb),
+                          kernel_choices[0]))
 
     rows: list[dict[str, Any]] = []
-    total = len(args.models) * len(modes) * (args.warmup + args.repeats + 1) * (2 if args.compare else 1)
+    per_model = len(kernel_choices) + (1 if args.compare else 0)
+    total = len(args.models) * len(modes) * (args.warmup + args.repeats + 1) * per_model
     bar = tqdm(total=total, desc="benchmark", disable=args.no_progress or None, dynamic_ncols=True)
     for name in args.models:
-        models = []  # (label, model, params, gmacs); ours first
+        models = []  # (label, model, params, gmacs, kernels); ours first
         x = None
-        for n, label, build in impls:
+        for n, label, build, kernels in impls:
             if n != name:
                 continue
             torch.manual_seed(0)
@@ -287,10 +328,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if x is None:  # the reference gets our input
                 x = torch.randn(args.batch_size, args.in_chans, *_input_size(model, args), device=device)
             params = sum(p.numel() for p in model.parameters()) / 1e6
-            models.append((label, model, params, count_gmacs(model, x, args.flops)))
+            with _kernels_env(kernels):
+                gmacs = count_gmacs(model, x, args.flops)
+            models.append((label, model, params, gmacs, kernels))
         for mode in modes:
-            runners = [(label, _Runner(model, mode, x, args.dtype, _num_classes(model)), params, gmacs)
-                       for label, model, params, gmacs in models]
+            runners = [(label, _Runner(model, mode, x, args.dtype, _num_classes(model), kernels), params, gmacs)
+                       for label, model, params, gmacs, kernels in models]
             for _ in range(args.warmup):
                 for _label, runner, *_ in runners:
                     runner.step()
@@ -310,9 +353,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     flops_counter=None if gmacs is None else args.flops,
                     img_per_s=round(args.batch_size / median, 2), ms_per_iter=round(1000 * median, 3),
                     peak_mem_mb=round(runner.peak_mb(), 2), ratio=None, repeats=args.repeats,
+                    kernels=kernels_used(runner.model),
                 ))
                 bar.update(1)
-            if len(runners) == 2:  # ours vs reference: reference time / our time
+            if len(kernel_choices) > 1:  # the first choice is the baseline: its time / each other's time
+                group = rows[-len(runners):]
+                for row in group[1:]:
+                    row["ratio"] = round(group[0]["ms_per_iter"] / row["ms_per_iter"], 3)
+            elif len(runners) == 2:  # ours vs reference: reference time / our time
                 ours, ref = rows[-2], rows[-1]
                 ours["ratio"] = round(ref["ms_per_iter"] / ours["ms_per_iter"], 3)
         del models, runners
@@ -327,7 +375,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     cols = [("model", "model"), ("impl", "impl"), ("mode", "mode"), ("input_size", "input"), ("params_m", "params(M)"),
             ("gmacs", "GMACs"), ("img_per_s", "img/s"), ("ms_per_iter", "ms/iter"), ("peak_mem_mb", "peak MB"),
-            ("ratio", "ratio")]
+            ("ratio", "ratio"), ("kernels", "kernels")]
     cells = [[h for _, h in cols]] + [["" if r[k] is None else str(r[k]) for k, _ in cols] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
@@ -384,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "warm-up; "
         f"GMACs per image ({counter}); peak MB = tensor memory allocated during one iteration"
         + ("; ratio = reference ms / our ms (> 1: ours faster)" if args.compare else "")
+        + (f"; ratio = {args.kernels[0]} ms / this row's ms (> 1: faster than {args.kernels[0]})"
+           if args.kernels and len(args.kernels) > 1 else "")
         + ("; +fused: timm.models.reparameterize_model applied first" if args.fuse else "")
     )
     if args.csv:

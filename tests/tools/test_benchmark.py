@@ -64,12 +64,55 @@ def test_compare_with_timm_original(tmp_path, bench_tool):
     assert rows[0]["ratio"] > 0 and rows[1]["ratio"] is None
 
 
-def test_kernels_flag_sets_env(bench_tool, monkeypatch):
+class _EnvMixer(nn.Module):
+    """Stands in for a sparse mixer: records the BACKBONES_KERNELS it ran under, as the real blocks do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.num_classes = 4
+        self.last_kernel = None
+
+    def forward(self, x):
+        import os
+
+        self.last_kernel = os.environ.get("BACKBONES_KERNELS", "auto")
+        return self.conv(x).mean((2, 3))
+
+
+def test_single_kernels_choice_is_applied_during_the_run_only(bench_tool, monkeypatch):
     monkeypatch.delenv("BACKBONES_KERNELS", raising=False)
-    bench_tool.main(["test_vit", "--kernels", "triton", "--flops", "none", *TINY])
+    monkeypatch.setattr(bench_tool, "_build", lambda *a: _EnvMixer())
+    rows = bench_tool.main(["test_vit", "--kernels", "torch", "--flops", "none", *TINY])
+    assert [(r["impl"], r["kernels"], r["ratio"]) for r in rows] == [("timm", "torch", None)]
     import os
 
-    assert os.environ["BACKBONES_KERNELS"] == "triton"
+    assert "BACKBONES_KERNELS" not in os.environ
+
+
+def test_kernels_compared_in_one_run(bench_tool, monkeypatch, tmp_path):
+    monkeypatch.setenv("BACKBONES_KERNELS", "auto")
+    monkeypatch.setattr(bench_tool, "_build", lambda *a: _EnvMixer())
+    rows = bench_tool.main(["test_vit", "--kernels", "torch", "triton", "--mode", "both", "--flops", "none",
+                            "--csv", str(tmp_path / "k.csv"), *TINY])
+    assert [(r["impl"], r["mode"], r["kernels"]) for r in rows] == [
+        ("timm[torch]", "infer", "torch"), ("timm[triton]", "infer", "triton"),
+        ("timm[torch]", "train", "torch"), ("timm[triton]", "train", "triton")]
+    for base, other in (rows[:2], rows[2:]):
+        assert base["ratio"] is None
+        assert other["ratio"] == pytest.approx(base["ms_per_iter"] / other["ms_per_iter"], rel=1e-2)
+    with open(tmp_path / "k.csv", newline="") as f:
+        assert [r["kernels"] for r in csv.DictReader(f)] == ["torch", "triton", "torch", "triton"]
+    import os
+
+    assert os.environ["BACKBONES_KERNELS"] == "auto"
+
+
+def test_kernels_flag_errors(bench_tool):
+    with pytest.raises(SystemExit):
+        bench_tool.main(["test_vit", "--kernels", "torch", "torch", *TINY])
+    with pytest.raises(SystemExit):
+        bench_tool.main(["test_vit", "--kernels", "torch", "triton", "--compare", *TINY])
 
 
 def test_unknown_model(bench_tool):

@@ -82,6 +82,9 @@ def cpu_adapt(cfg: Any, amp: bool = False) -> list[str]:
         _walk_replace_sync_bn(cfg[key], key, changed)
     if changed:
         notes.append(f"SyncBN -> BN (no GPU) at {', '.join(sorted(set(changed)))}")
+    if cfg.get("sync_bn"):  # the Runner would convert every BatchNorm to SyncBatchNorm, which needs an accelerator
+        notes.append(f"sync_bn={cfg.sync_bn!r} dropped (SyncBatchNorm needs a GPU)")
+        cfg.sync_bn = None
     env = cfg.setdefault("env_cfg", {})
     dist_cfg = env.setdefault("dist_cfg", {})
     if dist_cfg.get("backend", "nccl") != "gloo":

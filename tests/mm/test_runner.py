@@ -30,6 +30,16 @@ def test_cpu_adapt():
     assert any("--amp ignored" in n for n in notes) and any("SyncBN -> BN" in n for n in notes)
 
 
+def test_cpu_adapt_drops_runner_sync_bn():
+    """BiFormer / HaloNet seg configs set sync_bn='torch' (the Runner converts every BatchNorm): not on CPU."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile("configs/seg/fpn_biformer-s_8xb4-80k_ade20k-512x512.py")
+    assert cfg.sync_bn == "torch"
+    notes = cpu_adapt(cfg)
+    assert cfg.sync_bn is None and any("sync_bn='torch' dropped" in n for n in notes)
+
+
 def test_prepare_config_options_and_work_dir(tiny_data):
     cfg, notes = prepare_config(UPERNET, tiny_data=tiny_data, cfg_options={"train_cfg.max_iters": 3})
     assert cfg.train_cfg.max_iters == 3  # --cfg-options apply after --tiny-data

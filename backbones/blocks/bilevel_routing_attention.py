@@ -36,6 +36,13 @@ gathered and attended in chunks of query regions that stay in cache (CPU), and t
 each chunk and scatter-adds its k/v gradient instead of keeping topk copies of k/v. Region means of q and k are
 the projection of the region mean of x (the projection is affine), and routing runs in fp32 under autocast.
 
+Fused kernel. On CUDA (when Triton imports) the token-to-token attention runs instead in the Triton kernel
+:func:`backbones.kernels.routed_attention.routed_attention`, forward and backward, soft routing included: it reads
+the routed k/v rows in place, computes the softmax online with fp32 accumulation and keeps only the log-sum-exp for
+backward (deterministic dK/dV through the inverse routing). ``BACKBONES_KERNELS=torch|triton`` forces either path
+(see :mod:`backbones.kernels`); float64 inputs always take PyTorch. ``last_kernel`` records which one the last
+forward used ("torch" or "triton").
+
 Shapes: input and output (B, H, W, C), channels-last, any H, W >= 1. State-dict keys: ``qkv`` (fused [q | k | v]),
 ``lepe``, ``proj`` and, with ``routing_proj``, ``routing_proj``.
 """
@@ -49,11 +56,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ..kernels import select
 from ._precision import autocast_off
 
 __all__ = ["BiLevelRoutingAttention", "KV_DOWNSAMPLE_MODES"]
 
 KV_DOWNSAMPLE_MODES = ("identity", "avgpool", "maxpool", "ada_avgpool", "ada_maxpool")
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # those of the fused Triton kernel
 
 
 def _partition(x: Tensor, num_regions: int) -> Tensor:
@@ -174,6 +183,10 @@ class BiLevelRoutingAttention(nn.Module):
         routing_grad: let gradient flow through the region descriptors (needs ``routing_weight`` to reach them).
         routing_weight: scale the routed k and v by the softmax of their routing affinities.
         mask_padding: keep padded tokens out of routing and softmax (``False``: official numerics).
+
+    Attributes:
+        last_kernel: "torch" or "triton", the routed-attention path of the last forward (None before the first);
+            chosen per call by :func:`backbones.kernels.select` (Triton for CUDA tensors in auto mode).
     """
 
     def __init__(
@@ -222,6 +235,7 @@ class BiLevelRoutingAttention(nn.Module):
         self.routing_grad = routing_grad
         self.routing_weight = routing_weight
         self.mask_padding = mask_padding
+        self.last_kernel: str | None = None  # "torch" or "triton": the routed attention of the last forward
 
         self.qkv = nn.Linear(dim, 2 * qk_dim + dim, bias=qkv_bias, **dd)
         self.lepe = (
@@ -264,15 +278,27 @@ class BiLevelRoutingAttention(nn.Module):
             kv, key_valid = self._downsample_kv(kv, token_valid, rh, rw)
         n_q, n_kv = rh * rw, kv.shape[2]
         rows = (torch.arange(b, device=x.device).view(b, 1, 1) * s * s + index).view(b * s * s, -1)
-        mask = None
-        if key_valid is not None:  # (B*S^2, 1, 1, topk * n_kv): one row per query region, heads broadcast
-            mask = key_valid[index].view(b * s * s, 1, 1, -1)
         q, kv = q.reshape(b * s * s, n_q, qk), kv.reshape(b * s * s, n_kv, -1)
-        if weight is None and torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad):
-            out = _RoutedAttention.apply(q, kv, rows, mask, m, qk, self.scale)
-        else:
+        unsupported = None
+        if q.dtype not in _KERNEL_DTYPES:
+            unsupported = f"{q.dtype} inputs (it takes float32, float16 and bfloat16)"
+        backend = select("BiLevelRoutingAttention", q, kv, unsupported=unsupported)
+        self.last_kernel = backend
+        if backend == "triton":
+            from ..kernels.routed_attention import routed_attention
+
+            key_mask = None if key_valid is None else key_valid.repeat(b, 1)  # (B*S^2, n_kv), per key region
             wts = None if weight is None else weight.reshape(b * s * s, -1)
-            out = _routed_attention_chunks(q, kv, rows, mask, wts, m, qk, self.scale)  # (B*S^2, n, C)
+            out = routed_attention(q, kv, rows, key_mask, m, qk, self.scale, weight=wts)  # (B*S^2, n, C)
+        else:
+            mask = None
+            if key_valid is not None:  # (B*S^2, 1, 1, topk * n_kv): one row per query region, heads broadcast
+                mask = key_valid[index].view(b * s * s, 1, 1, -1)
+            if weight is None and torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad):
+                out = _RoutedAttention.apply(q, kv, rows, mask, m, qk, self.scale)
+            else:
+                wts = None if weight is None else weight.reshape(b * s * s, -1)
+                out = _routed_attention_chunks(q, kv, rows, mask, wts, m, qk, self.scale)  # (B*S^2, n, C)
         out = _merge(out.view(b, s * s, n_q, self.dim), s, rh, rw)[:, :hgt, :wid]
         if lepe is not None:
             out = out + lepe

@@ -68,6 +68,9 @@ def read_checkpoint(checkpoint: str | Mapping) -> Mapping:
     return CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu", logger="current")
 
 
+_STEM_NAMES = ("stem", "patch_embed")
+
+
 class TimmBackboneAdapter(BaseModule):
     """A timm-style model of this repository as a dense-prediction backbone.
 
@@ -75,7 +78,8 @@ class TimmBackboneAdapter(BaseModule):
         model_name: a model name of this repository (or any timm name), e.g. ``'focalnet_tiny_srf'``.
         out_indices: stages to return (indices into the model's ``feature_info``; negative counts from the end).
         frozen_stages: -1 freezes nothing; 0 freezes the stem; k >= 1 freezes the stem and stages 0..k-1
-            (mmdet ResNet / Swin convention). Frozen parts stay in eval mode and get ``requires_grad=False``.
+            (mmdet ResNet / Swin convention; stages are the model's ``stages`` / ``layers`` children, whatever
+            ``feature_info`` taps). Frozen parts stay in eval mode and get ``requires_grad=False``.
         norm_eval: keep every BatchNorm of the backbone in eval mode while training (frozen running stats).
         with_cp: gradient checkpointing (``model.set_grad_checkpointing()``): less memory, same gradients.
         out_norms: False, True (LayerNorm2d over each output's channels, eps 1e-5) or an mmcv norm cfg
@@ -165,27 +169,40 @@ class TimmBackboneAdapter(BaseModule):
         return tuple(feats)
 
     # ------------------------------------------------------------------------------------ freezing / train()
-    def _stem_modules(self) -> list[nn.Module]:
-        """Top-level children of the model that run before the first stage (e.g. FocalNet's ``stem``)."""
-        first = self._stage_modules[0].split(".")[0]
+    def _freeze_plan(self) -> tuple[list[str], list[str]]:
+        """(stem children, stage module names) for ``frozen_stages``.
+
+        Stages are the children of the container holding the first feature past the stem (``stages`` / ``layers``),
+        so a feature tapped inside the stem (HaloNet's ``stem.conv3``) or after it (``final_conv``) does not shift
+        the count: ``frozen_stages=1`` freezes the stem and the first stage, as mmdet's ResNet does.
+        """
+        names = [m for m in self._stage_modules if m.split(".")[0] not in _STEM_NAMES] or self._stage_modules
+        top, _, rest = names[0].partition(".")
+        container = getattr(self.model, top, None)
+        if rest.isdigit() and isinstance(container, nn.Sequential | nn.ModuleList):
+            names = [f"{top}.{i}" for i in range(len(container))]
         stem = []
-        for name, child in self.model.named_children():
-            if name == first:
+        for name, _child in self.model.named_children():
+            if name == top:
                 break
-            stem.append(child)
-        return stem
+            stem.append(name)
+        return stem, names
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
             return []
-        mods = self._stem_modules()
-        for i in range(min(self.frozen_stages, len(self._stage_modules))):
+        stem, stages = self._freeze_plan()
+        frozen = stem + stages[: self.frozen_stages]
+        mods = [getattr(self.model, name) for name in stem]
+        for name in stages[: self.frozen_stages]:
             try:
-                mods.append(self.model.get_submodule(self._stage_modules[i]))
+                mods.append(self.model.get_submodule(name))
             except AttributeError:  # stage pruned away (after the last out index): nothing to freeze
                 continue
-            if hasattr(self, f"{_OUT_NORM_PREFIX}{i}"):
-                mods.append(getattr(self, f"{_OUT_NORM_PREFIX}{i}"))
+        for j, feature in enumerate(self._stage_modules):  # output norms of features inside frozen parts
+            inside = any(feature == f or feature.startswith(f + ".") for f in frozen)
+            if inside and hasattr(self, f"{_OUT_NORM_PREFIX}{j}"):
+                mods.append(getattr(self, f"{_OUT_NORM_PREFIX}{j}"))
         return mods
 
     def _freeze_stages(self) -> None:

@@ -297,3 +297,15 @@ def test_checkpoint_schemes(monkeypatch):
     read_checkpoint("timm:focalnet_tiny_srf.ms_in1k")
     read_checkpoint("hf-hub:someone/model")
     assert calls == ["timm/focalnet_tiny_srf.ms_in1k", "someone/model"]
+
+
+def test_frozen_stages_count_real_stages_when_a_feature_is_in_the_stem():
+    """HaloNet's feature 0 is inside the stem (stem.conv*): frozen_stages=1 is still stem + stages.0 (ResNet's)."""
+    m = TimmBackboneAdapter("halonet26t", out_indices=(1, 2, 3, 4), frozen_stages=1, out_norms=True)
+    assert m.model.feature_info[0]["module"].startswith("stem.")
+    frozen = ("model.stem.", "model.stages.0.", "norm1.")  # norm1: the output norm of feature 1 = stages.0
+    for name, p in m.named_parameters():
+        assert p.requires_grad == (not name.startswith(frozen)), name
+    m.train()
+    assert not m.model.stem.training and not m.model.stages[0].training and not m.norm1.training
+    assert m.model.stages[1].training and m.norm2.training

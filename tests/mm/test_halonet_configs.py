@@ -40,7 +40,7 @@ def test_detection_recipe_is_mmdets_resnet50_1x(path, out_indices, channels, lr)
     cfg = _load(path)
     bb = cfg.model.backbone
     assert (bb.type, bb.model_name, tuple(bb.out_indices)) == ("TimmBackboneAdapter", "halonet50ts", out_indices)
-    assert bb.norm_eval is True and not bb.get("out_norms") and bb.init_cfg == TIMM_WEIGHTS
+    assert bb.norm_eval is True and bb.frozen_stages == 1 and not bb.get("out_norms") and bb.init_cfg == TIMM_WEIGHTS
     assert cfg.model.neck.in_channels == channels
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.momentum, opt.weight_decay) == ("SGD", lr, 0.9, 1e-4)

@@ -83,8 +83,9 @@ class TimmBackboneAdapter(BaseModule):
         norm_eval: keep every BatchNorm of the backbone in eval mode while training (frozen running stats).
         with_cp: gradient checkpointing (``model.set_grad_checkpointing()``): less memory, same gradients.
         out_norms: False, True (LayerNorm2d over each output's channels, eps 1e-5) or an mmcv norm cfg
-            (``dict(type='LN')`` is also LayerNorm2d; ``BN``/``SyncBN``/``GN`` act on NCHW directly). Named
-            ``norm{i}`` for stage i, as in the official FocalNet / Swin detection backbones.
+            (``dict(type='LN')`` is also LayerNorm2d; ``BN``/``SyncBN``/``GN`` act on NCHW directly), or a
+            sequence of those, one per output (e.g. ``(False, True, True, True)``: the official LITv2 detection
+            backbone). Named ``norm{i}`` for stage i, as in the official FocalNet / Swin detection backbones.
         drop_path_rate: stochastic depth of the model (None keeps the model's default).
         in_channels: input channels (timm ``in_chans``).
         model_kwargs: any further keyword arguments of the model, e.g. ``dict(focal_windows=9)``.
@@ -100,7 +101,7 @@ class TimmBackboneAdapter(BaseModule):
         frozen_stages: int = -1,
         norm_eval: bool = False,
         with_cp: bool = False,
-        out_norms: bool | Mapping = False,
+        out_norms: bool | Mapping | Sequence[bool | Mapping] = False,
         drop_path_rate: float | None = None,
         in_channels: int = 3,
         model_kwargs: Mapping[str, Any] | None = None,
@@ -142,10 +143,19 @@ class TimmBackboneAdapter(BaseModule):
         elif hasattr(self.model, "reset_classifier"):
             self.model.reset_classifier(0, "")
 
+        if isinstance(out_norms, Sequence) and not isinstance(out_norms, str):  # one entry per output
+            per_output = list(out_norms)
+            if len(per_output) != len(self.out_indices):
+                raise ValueError(
+                    f"TimmBackboneAdapter({model_name}): out_norms has {len(per_output)} entries for "
+                    f"{len(self.out_indices)} out_indices {self.out_indices}; give one per output or a single value"
+                )
+        else:
+            per_output = [out_norms] * len(self.out_indices)
         self.out_norms = out_norms
-        if out_norms:
-            for i, ch in zip(self.out_indices, self.channels):
-                self.add_module(f"{_OUT_NORM_PREFIX}{i}", _build_out_norm(out_norms, ch))
+        for i, ch, norm in zip(self.out_indices, self.channels, per_output):
+            if norm:
+                self.add_module(f"{_OUT_NORM_PREFIX}{i}", _build_out_norm(norm, ch))
 
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -156,7 +166,7 @@ class TimmBackboneAdapter(BaseModule):
         _log(
             f"TimmBackboneAdapter: {model_name} out_indices={self.out_indices} channels={self.channels} "
             f"strides={self.strides} frozen_stages={frozen_stages} norm_eval={norm_eval} with_cp={with_cp} "
-            f"out_norms={bool(out_norms)}"
+            f"out_norms={[i for i in self.out_indices if hasattr(self, f'{_OUT_NORM_PREFIX}{i}')]}"
         )
 
     # ----------------------------------------------------------------------------------------------- forward
@@ -164,9 +174,10 @@ class TimmBackboneAdapter(BaseModule):
         feats = self.model.forward_intermediates(
             x, indices=list(self.out_indices), norm=False, output_fmt="NCHW", intermediates_only=True
         )
-        if self.out_norms:
-            feats = [getattr(self, f"{_OUT_NORM_PREFIX}{i}")(f) for i, f in zip(self.out_indices, feats)]
-        return tuple(feats)
+        return tuple(
+            getattr(self, f"{_OUT_NORM_PREFIX}{i}")(f) if hasattr(self, f"{_OUT_NORM_PREFIX}{i}") else f
+            for i, f in zip(self.out_indices, feats)
+        )
 
     # ------------------------------------------------------------------------------------ freezing / train()
     def _freeze_plan(self) -> tuple[list[str], list[str]]:

@@ -309,3 +309,17 @@ def test_frozen_stages_count_real_stages_when_a_feature_is_in_the_stem():
     m.train()
     assert not m.model.stem.training and not m.model.stages[0].training and not m.norm1.training
     assert m.model.stages[1].training and m.norm2.training
+
+
+def test_out_norms_per_output():
+    m = _adapter(out_indices=(0, 1, 2, 3), out_norms=(False, True, dict(type="GN", num_groups=4), True)).eval()
+    assert not hasattr(m, "norm0") and isinstance(m.norm2, nn.GroupNorm)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        raw = m.model.forward_intermediates(x, indices=[0, 1, 2, 3], norm=False, intermediates_only=True)
+        feats = m(x)
+    torch.testing.assert_close(feats[0], raw[0])  # no norm: the stage output itself
+    torch.testing.assert_close(feats[1], m.norm1(raw[1]))
+    assert feats[1].mean((1,)).abs().max() < 1e-4  # LayerNorm over channels
+    with pytest.raises(ValueError, match="out_norms has 2 entries for 4 out_indices"):
+        _adapter(out_norms=(True, True))

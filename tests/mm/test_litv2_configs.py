@@ -44,11 +44,12 @@ def _load(path):
     return Config.fromfile(str(path))
 
 
-def _check_backbone(cfg, size, ws, out_indices, with_cp):
+def _check_backbone(cfg, size, ws, out_indices, with_cp, out_norms=True):
     model, dp, _, _ = SIZES[size]
     bb = cfg.model.backbone
     assert bb.type == "TimmBackboneAdapter" and bb.model_name == model
-    assert tuple(bb.out_indices) == out_indices and bb.out_norms is True
+    assert tuple(bb.out_indices) == out_indices
+    assert (tuple(bb.out_norms) if isinstance(bb.out_norms, (list, tuple)) else bb.out_norms) == out_norms
     assert bb.drop_path_rate == dp and bb.get("with_cp", False) == with_cp
     assert bb.get("frozen_stages", -1) == -1 and not bb.get("norm_eval", False)
     kw = bb.model_kwargs
@@ -75,7 +76,8 @@ def test_detection_recipe(key):
         assert neck.in_channels == channels[1:] and neck.start_level == 0
         assert (neck.add_extra_convs, neck.num_outs) == ("on_input", 5)
     else:
-        _check_backbone(cfg, size, ws, (0, 1, 2, 3), SIZES[size][2])
+        # official detection backbone: no norm on stage 0's output (norm1..norm3 only)
+        _check_backbone(cfg, size, ws, (0, 1, 2, 3), SIZES[size][2], out_norms=(False, True, True, True))
         assert neck.in_channels == channels and neck.num_outs == 5
     opt = cfg.optim_wrapper.optimizer
     lr = 1e-4 if det == "retinanet" else 2e-4

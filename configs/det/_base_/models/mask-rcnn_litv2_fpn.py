@@ -1,9 +1,8 @@
 # Mask R-CNN + FPN (mmdet's base RPN / RoI heads) on a LITv2 of this repository, as the official ziplab/LITv2
 # detection code builds it: all four stages (strides 4..32), alpha 0.9, HiLo windows 2 in stage 3 and 1 (global
 # attention) in stage 4, no frozen stages, the token-merging BatchNorms train normally (no norm_eval).
-# One difference: the adapter puts a LayerNorm on each of the four outputs (norm0..norm3); the official detection
-# backbone normalises stages 1..3 only and passes stage 0 raw (an official detector checkpoint's norm1..norm3
-# load into ours, norm0 stays newly initialised).
+# Output LayerNorms on stages 1..3 only (norm1..norm3; stage 0 passes raw), as the official detection backbone:
+# an official detector checkpoint's backbone keys load one to one.
 _base_ = 'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
 
 custom_imports = dict(imports=['backbones.mm'], allow_failed_imports=False)
@@ -14,7 +13,7 @@ model = dict(
         type='TimmBackboneAdapter',
         model_name='litv2_small',
         out_indices=(0, 1, 2, 3),
-        out_norms=True,
+        out_norms=(False, True, True, True),
         drop_path_rate=0.2,
         model_kwargs=dict(alpha=0.9, window_sizes=(0, 0, 2, 1))),
     neck=dict(in_channels=[96, 192, 384, 768]))

@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ..kernels import select
+
 __all__ = ["AggregatedAttention", "LengthScaledAttention", "PosBiasMode", "cpb_coords"]
 
 PosBiasMode = Literal["extrapolate", "interpolate"]
@@ -262,6 +264,49 @@ class _NeighbourhoodAggregate(torch.autograd.Function):
         return grad_w, grad_v, None
 
 
+def _aggregate_torch(
+    q_scaled: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_pool: Tensor,
+    v_pool: Tensor,
+    pos_bias: Tensor,
+    rel_local: Tensor,
+    w_add: Tensor,
+    ws: int,
+    attn_drop: nn.Module,
+) -> Tensor:
+    """PyTorch path of the attention core: (B, H, W, heads, hd) from the prepared inputs (see the module doc).
+
+    ``q_scaled``, ``k``, ``v``: (B, H, W, heads, hd); ``k_pool``, ``v_pool``: (B, heads, Np, hd); ``pos_bias``:
+    (heads, H * W, Np); ``rel_local``: (heads, ws^2); ``w_add``: (B, H, W, heads, ws^2), added after the softmax.
+    """
+    b, height, width, heads, hd = q_scaled.shape
+    n = height * width
+    # Logits of both key sets.
+    logits_local = _NeighbourhoodLogits.apply(q_scaled, k, ws)  # (B, H, W, heads, k^2)
+    logits_local = logits_local + rel_local.to(logits_local.dtype)
+    q_heads = q_scaled.permute(0, 3, 1, 2, 4).reshape(b, heads, n, hd)
+    logits_pool = torch.matmul(q_heads, k_pool.transpose(-2, -1).to(q_heads.dtype))  # (B, heads, N, Hp * Wp)
+    logits_pool.add_(pos_bias.to(logits_pool.dtype))
+
+    # One softmax over both blocks without concatenating them: shared row maximum, shared denominator.
+    with torch.no_grad():
+        row_max = torch.maximum(logits_local.amax(-1), logits_pool.amax(-1).transpose(1, 2).view_as(k[..., 0]))
+    exp_local = torch.exp(logits_local - row_max.unsqueeze(-1))
+    exp_pool = logits_pool.sub_(row_max.view(b, n, heads).transpose(1, 2).unsqueeze(-1)).exp_()
+    denom = exp_local.sum(-1) + exp_pool.sum(-1).transpose(1, 2).view(b, height, width, heads)
+    inv_denom = denom.reciprocal()  # (B, H, W, heads)
+    attn_local = attn_drop(exp_local * inv_denom.unsqueeze(-1))
+    exp_pool = attn_drop(exp_pool)
+
+    weight_local = attn_local + w_add
+    out = _NeighbourhoodAggregate.apply(weight_local, v.to(weight_local.dtype), ws)  # (B, H, W, heads, hd)
+    out_pool = torch.matmul(exp_pool, v_pool.to(exp_pool.dtype))  # (B, heads, N, hd)
+    out_pool = out_pool.transpose(1, 2).view(b, height, width, heads, hd) * inv_denom.unsqueeze(-1)
+    return out + out_pool
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -347,6 +392,13 @@ class AggregatedAttention(_CosineAttentionBase):
         proj_drop: dropout after ``proj``.
 
     State-dict keys as the official model, except ``sr`` -> ``pool_proj`` and ``norm`` -> ``pool_norm``.
+
+    Kernels: the attention core (both logit blocks, the joint softmax, the learnable-token term and the value sums)
+    runs as the fused Triton kernel :func:`backbones.kernels.aggregated_attention.aggregated_attention` for CUDA
+    tensors when Triton is available, as PyTorch otherwise; ``BACKBONES_KERNELS=torch|triton`` forces one (see
+    :func:`backbones.kernels.select`). Not supported by the kernel (PyTorch in auto mode, an error when forced):
+    ``attn_drop > 0`` in training mode, float64. ``last_kernel`` records the choice of the latest forward
+    ("torch" or "triton"; None before the first call).
     """
 
     def __init__(
@@ -386,6 +438,7 @@ class AggregatedAttention(_CosineAttentionBase):
         self.pool_act = nn.GELU()
         self.pool_norm = nn.LayerNorm(dim, **dd)  # default eps 1e-5, as the official
         self._init_cpb(dd)
+        self.last_kernel: str | None = None
         self.reset_parameters()
 
     @torch.no_grad()
@@ -412,7 +465,7 @@ class AggregatedAttention(_CosineAttentionBase):
     def forward(self, x: Tensor) -> Tensor:
         _check_map(x, self.dim, "AggregatedAttention")
         b, height, width, c = x.shape
-        n, heads, hd, ws = height * width, self.num_heads, self.head_dim, self.window_size
+        heads, hd, ws = self.num_heads, self.head_dim, self.window_size
         pool_h, pool_w = self.pool_size(height, width)
         num_pooled = pool_h * pool_w
 
@@ -432,31 +485,25 @@ class AggregatedAttention(_CosineAttentionBase):
         k_pool, v_pool = self.kv(self.pool_norm(pooled)).view(b, num_pooled, 2, heads, hd).permute(2, 0, 3, 1, 4)
         k_pool = F.normalize(k_pool, dim=-1)  # (B, heads, Hp * Wp, hd)
 
-        # Logits of both key sets.
-        logits_local = _NeighbourhoodLogits.apply(q_scaled, k, ws)  # (B, H, W, heads, k^2)
-        logits_local = logits_local + self.relative_pos_bias_local.to(logits_local.dtype)
-        q_heads = q_scaled.permute(0, 3, 1, 2, 4).reshape(b, heads, n, hd)
-        logits_pool = torch.matmul(q_heads, k_pool.transpose(-2, -1).to(q_heads.dtype))  # (B, heads, N, Hp * Wp)
-        logits_pool.add_(self.position_bias(height, width).to(logits_pool.dtype))
-
-        # One softmax over both blocks without concatenating them: shared row maximum, shared denominator.
-        with torch.no_grad():
-            row_max = torch.maximum(logits_local.amax(-1), logits_pool.amax(-1).transpose(1, 2).view_as(k[..., 0]))
-        exp_local = torch.exp(logits_local - row_max.unsqueeze(-1))
-        exp_pool = logits_pool.sub_(row_max.view(b, n, heads).transpose(1, 2).unsqueeze(-1)).exp_()
-        denom = exp_local.sum(-1) + exp_pool.sum(-1).transpose(1, 2).view(b, height, width, heads)
-        inv_denom = denom.reciprocal()  # (B, H, W, heads)
-        attn_local = self.attn_drop(exp_local * inv_denom.unsqueeze(-1))
-        exp_pool = self.attn_drop(exp_pool)
-
+        pos_bias = self.position_bias(height, width)  # (heads, N, Hp * Wp)
         # Learnable tokens: a query-dependent, unnormalised addition to the neighbourhood weights.
         tokens = torch.einsum("bijhd,hdz->bijhz", q_norm, self.learnable_tokens.to(q_norm.dtype))
-        weight_local = attn_local + tokens + self.learnable_bias.view(heads, ws * ws).to(tokens.dtype)
+        w_add = tokens + self.learnable_bias.view(heads, ws * ws).to(tokens.dtype)
 
-        out = _NeighbourhoodAggregate.apply(weight_local, v.to(weight_local.dtype), ws)  # (B, H, W, heads, hd)
-        out_pool = torch.matmul(exp_pool, v_pool.to(exp_pool.dtype))  # (B, heads, N, hd)
-        out_pool = out_pool.transpose(1, 2).view(b, height, width, heads, hd) * inv_denom.unsqueeze(-1)
-        out = (out + out_pool).reshape(b, height, width, c)
+        drop = self.training and self.attn_drop.p > 0
+        unsupported = f"attn_drop={self.attn_drop.p} in training mode" if drop else None
+        if unsupported is None and q_scaled.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            unsupported = f"dtype {q_scaled.dtype}"
+        backend = select("AggregatedAttention", x, unsupported=unsupported)
+        self.last_kernel = backend
+        args = (q_scaled, k, v, k_pool, v_pool, pos_bias, self.relative_pos_bias_local, w_add, ws)
+        if backend == "triton":
+            from ..kernels.aggregated_attention import aggregated_attention
+
+            out = aggregated_attention(*args)
+        else:
+            out = _aggregate_torch(*args, attn_drop=self.attn_drop)
+        out = out.reshape(b, height, width, c)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:

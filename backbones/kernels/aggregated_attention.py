@@ -1,0 +1,399 @@
+"""Fused aggregated attention (TransNeXt): a pixel's k x k neighbourhood and a pooled map under one softmax.
+
+Per query pixel n = (i, j) of an H x W map and head h, with the scaled query q_n (normalised query plus query
+embedding, times length scale and temperature: everything is folded in before the kernel), the normalised keys
+K, values V of the map, the pooled keys/values Kp, Vp (Np of them), the pooled position bias P (heads, H*W, Np),
+the per-offset bias r (heads, k^2) and the unnormalised additive weights w (B, H, W, heads, k^2):
+
+    l_loc[n, z]  = q_n . K[n + o_z] + r[z]         z in the window (row-major offsets o_z), -inf off the map
+    l_pool[n, p] = q_n . Kp[p] + P[n, p]
+    [a_loc | a_pool] = softmax([l_loc | l_pool])          (one softmax over both key sets)
+    out_n = sum_z (a_loc[n, z] + w[n, z]) V[n + o_z] + sum_p a_pool[n, p] Vp[p]
+
+Off-map neighbours contribute to neither sum.
+
+Forward kernel: one program per (batch, head, tile of ``BLOCK_M`` consecutive pixels of the flattened map). The
+neighbourhood is gathered as a (BLOCK_M, WS2P, head_dim) tile (WS2P: k^2 rounded up to a power of two, extra
+lanes and off-map neighbours masked) and reduced over the head dimension with plain elementwise products (k^2 keys
+per query are too few for a matrix product); its row maximum and sum seed the online softmax. The same gathered V
+tile gives the neighbourhood's unnormalised value sum and the w term. The pooled keys then stream through in
+tiles of ``BLOCK_N`` with ``tl.dot`` and the running maximum / sum / rescale of flash attention. The program writes
+the output (input dtype) and the log-sum-exp of each row (fp32). Nothing of size (pixels x keys) is stored.
+
+Backward kernel: the program that owns a query tile recomputes the probabilities from the saved log-sum-exp,
+with delta = rowsum(dO * O_attn) where O_attn is the softmax part of the output alone (the saved output minus
+the w term, which the program recomputes from the V tile it gathers anyway). It accumulates dq in registers and
+scatters the rest with fp32 atomic adds: dK and dV at the neighbour positions, dKp and dVp, dP (summed over the
+batch), dr (per-program partial sums). dw = dO . V[n + o_z] is written directly. Atomic adds make the summation
+order, hence the low bits of those gradients, nondeterministic from run to run.
+
+Accumulation is fp32 for fp16 / bf16 / fp32 inputs; the matrix products take their inputs in the input dtype
+(probabilities cast to V's dtype before the P @ V product), fp32 inputs use TF32 only where torch allows it.
+Attention dropout is not part of the kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._common import ACC_DTYPES, block_dim, dot_precision
+
+__all__ = ["aggregated_attention"]
+
+_NUM_WARPS = 4
+_NUM_STAGES = 2
+_GATHER_BUDGET = 8192  # elements of one gathered (BLOCK_M, WS2P, head_dim) tile held in registers
+_MAX_BLOCK_N = 64
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """``tl.dot`` with fp32 accumulation; ``UPCAST`` multiplies exactly in fp32 instead (interpreter, bf16)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _tile_setup(
+    pid_m, H, W, HD: tl.constexpr, WS: tl.constexpr, BLOCK_M: tl.constexpr, WS2P: tl.constexpr, HDP: tl.constexpr
+):
+    """Pixel indices of the tile, the neighbour coordinates and the masks shared by both kernels."""
+    n_pix = H * W
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < n_pix
+    pi = offs_m // W
+    pj = offs_m % W
+    offs_d = tl.arange(0, HDP)
+    d_ok = offs_d < HD
+    offs_z = tl.arange(0, WS2P)
+    z_ok = offs_z < WS * WS
+    ni = pi[:, None] + (offs_z // WS - WS // 2)[None, :]  # (BLOCK_M, WS2P) neighbour row
+    nj = pj[:, None] + (offs_z % WS - WS // 2)[None, :]
+    nb_ok = row_ok[:, None] & z_ok[None, :] & (ni >= 0) & (ni < H) & (nj >= 0) & (nj < W)
+    return offs_m, row_ok, pi, pj, offs_d, d_ok, offs_z, z_ok, ni, nj, nb_ok
+
+
+@triton.jit
+def _aggregated_fwd_kernel(
+    Q, K, V, KP, VP, PB, R, WA, O, LSE,
+    sq_b, sq_i, sq_j, sq_h, sq_d,
+    sk_b, sk_i, sk_j, sk_h, sk_d,
+    sv_b, sv_i, sv_j, sv_h, sv_d,
+    skp_b, skp_h, skp_p, skp_d,
+    svp_b, svp_h, svp_p, svp_d,
+    spb_h, spb_n, spb_p,
+    sr_h, sr_z,
+    swa_b, swa_i, swa_j, swa_h, swa_z,
+    H, W, NP,
+    HEADS: tl.constexpr, HD: tl.constexpr, WS: tl.constexpr,
+    BLOCK_M: tl.constexpr, WS2P: tl.constexpr, HDP: tl.constexpr, BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // HEADS).to(tl.int64)
+    h = pid_bh % HEADS
+    offs_m, row_ok, pi, pj, offs_d, d_ok, offs_z, z_ok, ni, nj, nb_ok = _tile_setup(
+        pid_m, H, W, HD, WS, BLOCK_M, WS2P, HDP
+    )
+    nb3 = nb_ok[:, :, None] & d_ok[None, None, :]
+
+    q_ptrs = Q + b * sq_b + h * sq_h + (pi * sq_i + pj * sq_j)[:, None] + offs_d[None, :] * sq_d
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    qf = q.to(tl.float32)
+
+    # Neighbourhood logits from the gathered (BLOCK_M, WS2P, HDP) key tile.
+    k_ptrs = K + b * sk_b + h * sk_h + (ni * sk_i + nj * sk_j)[:, :, None] + offs_d[None, None, :] * sk_d
+    k3 = tl.load(k_ptrs, mask=nb3, other=0.0).to(tl.float32)
+    r = tl.load(R + h * sr_h + offs_z * sr_z, mask=z_ok, other=0.0).to(tl.float32)
+    s_loc = tl.sum(qf[:, None, :] * k3, axis=2) + r[None, :]
+    s_loc = tl.where(nb_ok, s_loc, float("-inf"))
+    m_i = tl.max(s_loc, axis=1)
+    m_i = tl.where(row_ok, m_i, 0.0)  # rows past the map have no valid neighbour
+    p_loc = tl.where(nb_ok, tl.exp(s_loc - m_i[:, None]), 0.0)
+    l_i = tl.sum(p_loc, axis=1)
+
+    # Values: the softmax part (unnormalised, seeds the accumulator) and the additive w term.
+    v_ptrs = V + b * sv_b + h * sv_h + (ni * sv_i + nj * sv_j)[:, :, None] + offs_d[None, None, :] * sv_d
+    v3 = tl.load(v_ptrs, mask=nb3, other=0.0).to(tl.float32)
+    wa_ptrs = WA + b * swa_b + h * swa_h + (pi * swa_i + pj * swa_j)[:, None] + offs_z[None, :] * swa_z
+    wa = tl.load(wa_ptrs, mask=nb_ok, other=0.0).to(tl.float32)
+    acc = tl.sum(p_loc[:, :, None] * v3, axis=1)
+    extra = tl.sum(wa[:, :, None] * v3, axis=1)
+
+    # Pooled keys, online softmax.
+    kp_base = KP + b * skp_b + h * skp_h
+    vp_base = VP + b * svp_b + h * svp_h
+    pb_base = PB + h * spb_h + offs_m[:, None] * spb_n
+    for start in range(0, NP, BLOCK_N):
+        offs_p = start + tl.arange(0, BLOCK_N)
+        p_ok = offs_p < NP
+        kp_t = tl.load(
+            kp_base + offs_p[None, :] * skp_p + offs_d[:, None] * skp_d, mask=d_ok[:, None] & p_ok[None, :], other=0.0
+        )
+        s = _dot(q, kp_t, PRECISION, UPCAST)
+        pb = tl.load(pb_base + offs_p[None, :] * spb_p, mask=row_ok[:, None] & p_ok[None, :], other=0.0)
+        s = tl.where(p_ok[None, :], s + pb.to(tl.float32), float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        vp = tl.load(
+            vp_base + offs_p[:, None] * svp_p + offs_d[None, :] * svp_d, mask=p_ok[:, None] & d_ok[None, :], other=0.0
+        )
+        acc = acc * alpha[:, None] + _dot(p.to(vp.dtype), vp, PRECISION, UPCAST)
+        m_i = m_new
+
+    l_i = tl.where(row_ok, l_i, 1.0)
+    out = acc / l_i[:, None] + extra
+    o_ptrs = O + ((b * H * W + offs_m) * HEADS + h)[:, None] * HD + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + (b * HEADS + h) * H * W + offs_m, m_i + tl.log(l_i), mask=row_ok)
+
+
+@triton.jit
+def _aggregated_bwd_kernel(
+    Q, K, V, KP, VP, PB, R, WA, O, LSE, DO,
+    DQ, DK, DV, DKP, DVP, DPB, DR, DWA,
+    sq_b, sq_i, sq_j, sq_h, sq_d,
+    sk_b, sk_i, sk_j, sk_h, sk_d,
+    sv_b, sv_i, sv_j, sv_h, sv_d,
+    skp_b, skp_h, skp_p, skp_d,
+    svp_b, svp_h, svp_p, svp_d,
+    spb_h, spb_n, spb_p,
+    sr_h, sr_z,
+    swa_b, swa_i, swa_j, swa_h, swa_z,
+    sdo_b, sdo_i, sdo_j, sdo_h, sdo_d,
+    H, W, NP,
+    HEADS: tl.constexpr, HD: tl.constexpr, WS: tl.constexpr,
+    BLOCK_M: tl.constexpr, WS2P: tl.constexpr, HDP: tl.constexpr, BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // HEADS).to(tl.int64)
+    h = pid_bh % HEADS
+    offs_m, row_ok, pi, pj, offs_d, d_ok, offs_z, z_ok, ni, nj, nb_ok = _tile_setup(
+        pid_m, H, W, HD, WS, BLOCK_M, WS2P, HDP
+    )
+    nb3 = nb_ok[:, :, None] & d_ok[None, None, :]
+    row2 = row_ok[:, None] & d_ok[None, :]
+    n_pix = H * W
+
+    q_ptrs = Q + b * sq_b + h * sq_h + (pi * sq_i + pj * sq_j)[:, None] + offs_d[None, :] * sq_d
+    q = tl.load(q_ptrs, mask=row2, other=0.0)
+    qf = q.to(tl.float32)
+    do = tl.load(
+        DO + b * sdo_b + h * sdo_h + (pi * sdo_i + pj * sdo_j)[:, None] + offs_d[None, :] * sdo_d, mask=row2, other=0.0
+    )
+    dof = do.to(tl.float32)
+    # Contiguous (B, H, W, heads, HD) layout of O and of the fp32 gradient buffers.
+    own = ((b * n_pix + offs_m) * HEADS + h)[:, None] * HD + offs_d[None, :]
+    o = tl.load(O + own, mask=row2, other=0.0).to(tl.float32)
+    lse = tl.load(LSE + (b * HEADS + h) * n_pix + offs_m, mask=row_ok, other=0.0)
+
+    nb_off = ((b * n_pix + ni * W + nj) * HEADS + h)[:, :, None] * HD + offs_d[None, None, :]
+    k_ptrs = K + b * sk_b + h * sk_h + (ni * sk_i + nj * sk_j)[:, :, None] + offs_d[None, None, :] * sk_d
+    k3 = tl.load(k_ptrs, mask=nb3, other=0.0).to(tl.float32)
+    v_ptrs = V + b * sv_b + h * sv_h + (ni * sv_i + nj * sv_j)[:, :, None] + offs_d[None, None, :] * sv_d
+    v3 = tl.load(v_ptrs, mask=nb3, other=0.0).to(tl.float32)
+    wa_off = (pi * swa_i + pj * swa_j)[:, None] + offs_z[None, :] * swa_z
+    wa = tl.load(WA + b * swa_b + h * swa_h + wa_off, mask=nb_ok, other=0.0).to(tl.float32)
+    r = tl.load(R + h * sr_h + offs_z * sr_z, mask=z_ok, other=0.0).to(tl.float32)
+
+    # delta = rowsum(dO * O_attn), O_attn = O - sum_z w_z V_z.
+    extra = tl.sum(wa[:, :, None] * v3, axis=1)
+    delta = tl.sum(dof * (o - extra), axis=1)
+
+    # Neighbourhood.
+    s_loc = tl.sum(qf[:, None, :] * k3, axis=2) + r[None, :]
+    p_loc = tl.where(nb_ok, tl.exp(s_loc - lse[:, None]), 0.0)
+    dp_loc = tl.sum(dof[:, None, :] * v3, axis=2)  # = dL/dw (zero off the map: V loaded as 0 there)
+    dwa_off = ((b * n_pix + offs_m) * HEADS + h)[:, None] * (WS * WS) + offs_z[None, :]
+    tl.store(DWA + dwa_off, dp_loc, mask=row_ok[:, None] & z_ok[None, :])
+    ds_loc = p_loc * (dp_loc - delta[:, None])
+    tl.atomic_add(DR + h * (WS * WS) + offs_z, tl.sum(ds_loc, axis=0), mask=z_ok)
+    dq = tl.sum(ds_loc[:, :, None] * k3, axis=1)
+    tl.atomic_add(DK + nb_off, ds_loc[:, :, None] * qf[:, None, :], mask=nb3)
+    tl.atomic_add(DV + nb_off, (p_loc + wa)[:, :, None] * dof[:, None, :], mask=nb3)
+
+    # Pooled keys.
+    kp_base = KP + b * skp_b + h * skp_h
+    vp_base = VP + b * svp_b + h * svp_h
+    pb_base = PB + h * spb_h + offs_m[:, None] * spb_n
+    dpool_base = (b * HEADS + h) * NP * HD
+    dpb_base = DPB + h * n_pix * NP + offs_m[:, None] * NP
+    for start in range(0, NP, BLOCK_N):
+        offs_p = start + tl.arange(0, BLOCK_N)
+        p_ok = offs_p < NP
+        pd_mask = d_ok[:, None] & p_ok[None, :]
+        kp_t = tl.load(kp_base + offs_p[None, :] * skp_p + offs_d[:, None] * skp_d, mask=pd_mask, other=0.0)
+        vp_t = tl.load(vp_base + offs_p[None, :] * svp_p + offs_d[:, None] * svp_d, mask=pd_mask, other=0.0)
+        mp_mask = row_ok[:, None] & p_ok[None, :]
+        pb = tl.load(pb_base + offs_p[None, :] * spb_p, mask=mp_mask, other=0.0).to(tl.float32)
+        s = _dot(q, kp_t, PRECISION, UPCAST) + pb
+        p = tl.where(mp_mask, tl.exp(s - lse[:, None]), 0.0)
+        dp = _dot(do, vp_t, PRECISION, UPCAST)
+        ds = p * (dp - delta[:, None])
+        ds_in = ds.to(q.dtype)
+        dq += _dot(ds_in, tl.trans(kp_t), PRECISION, UPCAST)
+        pool_off = dpool_base + offs_p[:, None] * HD + offs_d[None, :]
+        dpool_mask = p_ok[:, None] & d_ok[None, :]
+        tl.atomic_add(DKP + pool_off, _dot(tl.trans(ds_in), q, PRECISION, UPCAST), mask=dpool_mask)
+        dvp = _dot(tl.trans(p.to(do.dtype)), do, PRECISION, UPCAST)
+        tl.atomic_add(DVP + pool_off, dvp, mask=dpool_mask)
+        tl.atomic_add(dpb_base + offs_p[None, :], ds, mask=mp_mask)
+
+    tl.store(DQ + own, dq, mask=row2)
+
+
+def _strides(t: Tensor, n: int) -> tuple[int, ...]:
+    assert t.ndim == n
+    return tuple(t.stride())
+
+
+def _config(
+    heads: int, head_dim: int, window_size: int, num_pooled: int, dtype: torch.dtype, device: torch.device
+) -> dict:
+    ws2p = triton.next_power_of_2(window_size * window_size)
+    hdp = block_dim(head_dim)
+    block_m = max(16, min(64, _GATHER_BUDGET // (ws2p * hdp)))  # powers of two over powers of two
+    return dict(
+        HEADS=heads,
+        HD=head_dim,
+        WS=window_size,
+        BLOCK_M=block_m,
+        WS2P=ws2p,
+        HDP=hdp,
+        BLOCK_N=block_dim(min(num_pooled, _MAX_BLOCK_N)),
+        PRECISION=dot_precision(dtype),
+        # Triton's CPU interpreter multiplies bf16 tiles wrongly in tl.dot (checked with Triton 3.9): there the
+        # operands go to fp32 first, which is exact for bf16 products and keeps fp32 accumulation as on a GPU.
+        UPCAST=dtype == torch.bfloat16 and device.type == "cpu",
+    )
+
+
+class _AggregatedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        k_pool: Tensor,
+        v_pool: Tensor,
+        pos_bias: Tensor,
+        rel_local: Tensor,
+        w_add: Tensor,
+        window_size: int,
+    ) -> Tensor:
+        b, height, width, heads, hd = q.shape
+        num_pooled = k_pool.shape[2]
+        cfg = _config(heads, hd, window_size, num_pooled, q.dtype, q.device)
+        out = torch.empty(b, height, width, heads, hd, device=q.device, dtype=q.dtype)
+        lse = torch.empty(b, heads, height * width, device=q.device, dtype=torch.float32)
+        grid = (triton.cdiv(height * width, cfg["BLOCK_M"]), b * heads)
+        _aggregated_fwd_kernel[grid](
+            q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse,
+            *_strides(q, 5), *_strides(k, 5), *_strides(v, 5), *_strides(k_pool, 4), *_strides(v_pool, 4),
+            *_strides(pos_bias, 3), *_strides(rel_local, 2), *_strides(w_add, 5),
+            height, width, num_pooled,
+            **cfg, num_warps=_NUM_WARPS, num_stages=_NUM_STAGES,
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse)
+        ctx.window_size = window_size
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse = ctx.saved_tensors
+        b, height, width, heads, hd = q.shape
+        num_pooled = k_pool.shape[2]
+        ws = ctx.window_size
+        grad_out = grad_out.to(out.dtype)
+        cfg = _config(heads, hd, ws, num_pooled, q.dtype, q.device)
+        f32 = dict(device=q.device, dtype=torch.float32)
+        dq = torch.empty(q.shape, **f32)
+        dk = torch.zeros(q.shape, **f32)
+        dv = torch.zeros(q.shape, **f32)
+        dkp = torch.zeros(b, heads, num_pooled, hd, **f32)
+        dvp = torch.zeros(b, heads, num_pooled, hd, **f32)
+        dpb = torch.zeros(heads, height * width, num_pooled, **f32)
+        dr = torch.zeros(heads, ws * ws, **f32)
+        dwa = torch.empty(b, height, width, heads, ws * ws, **f32)
+        grid = (triton.cdiv(height * width, cfg["BLOCK_M"]), b * heads)
+        _aggregated_bwd_kernel[grid](
+            q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse, grad_out,
+            dq, dk, dv, dkp, dvp, dpb, dr, dwa,
+            *_strides(q, 5), *_strides(k, 5), *_strides(v, 5), *_strides(k_pool, 4), *_strides(v_pool, 4),
+            *_strides(pos_bias, 3), *_strides(rel_local, 2), *_strides(w_add, 5), *_strides(grad_out, 5),
+            height, width, num_pooled,
+            **cfg, num_warps=_NUM_WARPS, num_stages=_NUM_STAGES,
+        )  # fmt: skip
+        grads = (
+            dq.to(q.dtype),
+            dk.to(k.dtype),
+            dv.to(v.dtype),
+            dkp.to(k_pool.dtype),
+            dvp.to(v_pool.dtype),
+            dpb.to(pos_bias.dtype),
+            dr.to(rel_local.dtype),
+            dwa.to(w_add.dtype),
+        )
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
+
+
+def aggregated_attention(
+    q_scaled: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_pool: Tensor,
+    v_pool: Tensor,
+    pos_bias: Tensor,
+    rel_local: Tensor,
+    w_add: Tensor,
+    window_size: int,
+) -> Tensor:
+    """Neighbourhood + pooled attention under one softmax, fused (see the module docstring for the math).
+
+    Args:
+        q_scaled: (B, H, W, heads, d) queries with every scale folded in.
+        k, v: (B, H, W, heads, d) keys (normalised) and values of the map.
+        k_pool, v_pool: (B, heads, Np, d) pooled keys (normalised) and values.
+        pos_bias: (heads, H * W, Np) bias of the pooled logits.
+        rel_local: (heads, window_size^2) bias of the neighbourhood logits, row-major offsets.
+        w_add: (B, H, W, heads, window_size^2) weights added to the neighbourhood probabilities (unnormalised).
+        window_size: odd side of the neighbourhood.
+
+    Returns (B, H, W, heads, d) in q_scaled's dtype; k, v, k_pool, v_pool are cast to it (differentiably). Every
+    tensor argument receives a gradient. CUDA tensors, or CPU tensors under Triton's interpreter.
+    """
+    if q_scaled.ndim != 5:
+        raise ValueError(f"aggregated_attention: q_scaled must be (B, H, W, heads, d), got {tuple(q_scaled.shape)}")
+    b, height, width, heads, hd = q_scaled.shape
+    if window_size < 1 or window_size % 2 != 1:
+        raise ValueError(f"aggregated_attention: window_size must be a positive odd int, got {window_size}")
+    dtype = q_scaled.dtype
+    if dtype not in ACC_DTYPES:
+        raise TypeError(f"aggregated_attention: dtype {dtype} not supported (float32, float16, bfloat16)")
+    if k.shape != q_scaled.shape or v.shape != q_scaled.shape:
+        raise ValueError(f"aggregated_attention: k, v must be {tuple(q_scaled.shape)}, got {k.shape}, {v.shape}")
+    if k_pool.ndim != 4 or k_pool.shape[:2] != (b, heads) or k_pool.shape[3] != hd or v_pool.shape != k_pool.shape:
+        raise ValueError(f"aggregated_attention: bad pooled shapes {tuple(k_pool.shape)}, {tuple(v_pool.shape)}")
+    num_pooled = k_pool.shape[2]
+    if num_pooled < 1:
+        raise ValueError("aggregated_attention: at least one pooled key is needed")
+    if pos_bias.shape != (heads, height * width, num_pooled):
+        raise ValueError(f"aggregated_attention: pos_bias must be {(heads, height * width, num_pooled)}")
+    if rel_local.shape != (heads, window_size**2):
+        raise ValueError(f"aggregated_attention: rel_local must be {(heads, window_size**2)}")
+    if w_add.shape != (b, height, width, heads, window_size**2):
+        raise ValueError(f"aggregated_attention: w_add must be {(b, height, width, heads, window_size**2)}")
+    k, v, k_pool, v_pool = (t.to(dtype) for t in (k, v, k_pool, v_pool))
+    return _AggregatedAttention.apply(q_scaled, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, window_size)

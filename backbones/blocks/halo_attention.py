@@ -27,6 +27,11 @@ its backward is slow). Inference runs ``scaled_dot_product_attention`` with the 
 mask; training runs a forward (flash attention on CPU) that keeps only its inputs and log-sum-exp, and a backward
 that recomputes each block's attention matrix (:class:`_HaloSoftmaxAttention`): no (b^2, w^2) matrix per block is
 held between the passes.
+
+On CUDA (when Triton imports, for fp32 / fp16 / bf16 and head widths up to 256) both passes run the fused Triton
+kernel of :mod:`backbones.kernels.halo_attention` instead, which reads every window straight from the padded map
+(no gather) and never forms the attention matrix; ``BACKBONES_KERNELS=torch|triton`` forces a path (see
+:mod:`backbones.kernels`), and the ``last_kernel`` attribute records which one the last forward used.
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ import torch.nn.functional as F
 from timm.layers import make_divisible, trunc_normal_
 from torch import Tensor, nn
 
+from ..kernels import select
+
 __all__ = ["HaloAttention"]
+
+# what the Triton kernel takes (checked here: the kernel module imports Triton and loads only when it runs)
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_KERNEL_MAX_HEAD_DIM = 256
 
 
 class _RelPosTables(nn.Module):
@@ -129,6 +140,9 @@ class HaloAttention(nn.Module):
         avg_down: with stride 2, attend at full resolution and average-pool instead of striding the queries.
         scale_pos_embed: scale the relative-position logits by d_qk ** -0.5 as well.
         mask_padding: exclude padded keys (border halo and the padding to a multiple of b) from the softmax.
+
+    Attributes:
+        last_kernel: "torch" or "triton", the attention path of the last forward (None before the first).
     """
 
     def __init__(
@@ -173,6 +187,7 @@ class HaloAttention(nn.Module):
         self.q = nn.Conv2d(dim, num_heads * self.dim_head_qk, 1, stride=self.query_stride, bias=qkv_bias, **dd)
         self.kv = nn.Conv2d(dim, num_heads * (self.dim_head_qk + self.dim_head_v), 1, bias=qkv_bias, **dd)
         self.pos_embed = _RelPosTables(self.window_size, self.dim_head_qk, **dd)
+        self.last_kernel: str | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -217,6 +232,14 @@ class HaloAttention(nn.Module):
         )
         return (rows[:, None, :, None] * padded_width + cols[None, :, None, :]).reshape(-1)
 
+    def _kernel_unsupported(self, q: Tensor, kv: Tensor) -> str | None:
+        """Why the Triton kernel cannot run this call, or None."""
+        if q.dtype not in _KERNEL_DTYPES or kv.dtype != q.dtype:
+            return f"dtype {q.dtype} / {kv.dtype} (float32, float16 or bfloat16 only)"
+        if max(self.dim_head_qk, self.dim_head_v) > _KERNEL_MAX_HEAD_DIM:
+            return f"head widths above {_KERNEL_MAX_HEAD_DIM} (d_qk={self.dim_head_qk}, d_v={self.dim_head_v})"
+        return None
+
     def forward(self, x: Tensor) -> Tensor:
         B, _, H, W = x.shape
         b, h, win, bq, heads = self.block_size, self.halo_size, self.window_size, self.query_block, self.num_heads
@@ -237,19 +260,26 @@ class HaloAttention(nn.Module):
         # keys/values channels-last (B, heads, H, W, d), zero-padded, then every window gathered once by index
         # (an index_select, whose backward is an index_add: far cheaper than unfold's)
         kv = self.kv(x).view(B, heads, d_qk + d_v, H, W).permute(0, 1, 3, 4, 2)
-        kv = F.pad(kv, (0, 0) + pad).reshape(B * heads, -1, d_qk + d_v)
-        kv = kv.index_select(1, self._window_index(nh, nw, nw * b + 2 * h, x.device))
-        kv = kv.view(n, win * win, d_qk + d_v)
-        k, v = kv[..., :d_qk], kv[..., d_qk:]
-
+        kv = F.pad(kv, (0, 0) + pad)
         scale = 1.0 if self.scale_pos_embed else self.scale
-        # the memory-light autograd function when gradients are needed; the fused kernel otherwise (and when
-        # tracing / exporting, which cannot see through a custom autograd function's private kernel)
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, kv, rel_h, rel_w))
-        if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            out = _HaloSoftmaxAttention.apply(q, k, v, rel_h, rel_w, scale)
+        self.last_kernel = select("HaloAttention", q, kv, unsupported=self._kernel_unsupported(q, kv))
+        if self.last_kernel == "triton":
+            from ..kernels.halo_attention import halo_attention
+
+            # windows read in place from the padded (B * heads, Hp, Wp, d_qk + d_v) map, both passes
+            out = halo_attention(q, kv.reshape(B * heads, *kv.shape[2:]), rel_h, rel_w, b, d_qk, scale)
         else:
-            out = _fused_attention(q, k, v, _expand_rel(rel_h, rel_w), scale)
+            kv = kv.reshape(B * heads, -1, d_qk + d_v)
+            kv = kv.index_select(1, self._window_index(nh, nw, nw * b + 2 * h, x.device))
+            kv = kv.view(n, win * win, d_qk + d_v)
+            k, v = kv[..., :d_qk], kv[..., d_qk:]
+            # the memory-light autograd function when gradients are needed; the fused kernel otherwise (and when
+            # tracing / exporting, which cannot see through a custom autograd function's private kernel)
+            needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, kv, rel_h, rel_w))
+            if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+                out = _HaloSoftmaxAttention.apply(q, k, v, rel_h, rel_w, scale)
+            else:
+                out = _fused_attention(q, k, v, _expand_rel(rel_h, rel_w), scale)
         # (n, bq * bq, d_v) -> (B, heads, d_v, nh, bq, nw, bq) -> (B, dim_out, nh * bq, nw * bq)
         out = out.reshape(B, heads, nh, nw, bq, bq, d_v).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, heads * d_v, nh * bq, nw * bq)

@@ -60,7 +60,8 @@ _MAX_TILE = 64  # query / key tile side cap: bigger regions loop over tiles
 def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """a @ b with fp32 accumulation; UPCAST feeds fp32 copies (Triton's interpreter gets bf16 dots wrong)."""
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
     return tl.dot(a, b, input_precision=PRECISION)
 
 

@@ -53,7 +53,6 @@ from ._common import ACC_DTYPES, block_dim, dot_precision
 __all__ = ["routed_attention"]
 
 _LOG2E = 1.4426950408889634
-_MAX_TILE = 64  # query / key tile side cap: bigger regions loop over tiles
 
 
 @triton.jit
@@ -304,16 +303,21 @@ class _Config:
     """Tile sizes and launch parameters of one call (host side)."""
 
     def __init__(self, n: int, n_kv: int, d_qk: int, d_v: int, dtype: torch.dtype):
-        self.block_m = min(_MAX_TILE, block_dim(n))
-        self.block_n = min(_MAX_TILE, block_dim(n_kv))
         self.block_dqk = block_dim(d_qk)
         self.block_dv = block_dim(d_v)
+        # Sizes that ptxas (sm_90, Triton 3.9) compiles for all three kernels without register spills: fp32 tiles
+        # and wide heads take twice the registers, hence smaller tiles / more warps there.
+        d = max(self.block_dqk, self.block_dv)
+        low = dtype in (torch.float16, torch.bfloat16)
+        tile = 64 if (low and d <= 64) or d <= 32 else 32
+        self.num_warps = 4 if low and d <= 32 else 8
+        self.num_stages = 2
+        self.block_m = min(tile, block_dim(n))
+        self.block_n = min(tile, block_dim(n_kv))
         self.precision = dot_precision(dtype)
         # Triton's CPU interpreter multiplies bf16 tiles wrongly in tl.dot: there (tests only) the bf16 tiles are
         # widened to fp32 just for the products; loads, stores and the P / dS casts stay bf16. GPUs never upcast.
         self.upcast = dtype == torch.bfloat16 and interpreter_enabled()
-        self.num_warps = 4 if max(self.block_dqk, self.block_dv) <= 64 else 8
-        self.num_stages = 2
 
 
 def _mask_args(mask: Tensor | None, nb: int, topk: int, n_kv: int) -> tuple[Tensor | None, tuple[int, int, int, int]]:

@@ -34,8 +34,14 @@ Mask (key validity, True = attend). Either the block's broadcast form (N, 1, 1, 
 region -- or the compact (N, n_kv) form per *key* region (validity of a padded key depends on the key only), which
 the kernels index with the routed row. A query whose keys are all masked gets a zero output and zero gradients.
 
-Shapes: any n, n_kv (tiles are padded to powers of two >= 16 and masked), any head widths d_qk = qk_dim / heads and
-d_v = C / heads (they may differ); dtypes float32 / float16 / bfloat16 (q and kv alike).
+Shapes: any n, n_kv and head widths d_qk = qk_dim / heads, d_v = C / heads (they may differ). Tiles are powers of
+two >= 16 (``tl.dot``), masked at the edges; query and key tiles are capped at 64 (32 for fp32 or heads wider than
+64, with 8 warps: the sizes ptxas compiles without register spills on sm_90), longer regions loop over tiles.
+Dtypes float32 / float16 / bfloat16 (q and kv alike; fp32 dots follow torch's ``allow_tf32``). ``rows`` must hold
+valid rows (0..N-1): the kernels do not bounds-check them. Double backward is not supported.
+
+Under Triton's CPU interpreter (tests without a GPU) bf16 tiles are widened to fp32 for ``tl.dot``, whose bf16
+products the interpreter gets wrong; on a GPU the bf16 tiles go to ``tl.dot`` as they are.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import interpreter_enabled
 from ._common import ACC_DTYPES, block_dim, dot_precision
@@ -366,6 +373,7 @@ class _RoutedAttentionFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         q, kv, weight, rows, mask_u8, out, lse = ctx.saved_tensors
         mask_strides, heads, qk_dim, scale, cfg = ctx.args

@@ -40,8 +40,8 @@ Fused kernel. On CUDA (when Triton imports) the token-to-token attention runs in
 :func:`backbones.kernels.routed_attention.routed_attention`, forward and backward, soft routing included: it reads
 the routed k/v rows in place, computes the softmax online with fp32 accumulation and keeps only the log-sum-exp for
 backward (deterministic dK/dV through the inverse routing). ``BACKBONES_KERNELS=torch|triton`` forces either path
-(see :mod:`backbones.kernels`); float64 inputs always take PyTorch. ``last_kernel`` records which one the last
-forward used ("torch" or "triton").
+(see :mod:`backbones.kernels`); float64 inputs take PyTorch (an error when Triton is forced). ``last_kernel``
+records which one the last forward used ("torch" or "triton").
 
 Shapes: input and output (B, H, W, C), channels-last, any H, W >= 1. State-dict keys: ``qkv`` (fused [q | k | v]),
 ``lepe``, ``proj`` and, with ``routing_proj``, ``routing_proj``.

@@ -1,4 +1,4 @@
-"""Helpers shared by every model family: input validation and checkpoint unwrapping."""
+"""Helpers shared by every model family: input validation, checkpoint unwrapping, stage-wise feature taps."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from timm.models._features import feature_take_indices
+from torch import Tensor, nn
 
-__all__ = ["check_input", "unwrap_state_dict", "load_state_dict_checked", "load_checkpoint"]
+__all__ = ["StageFeaturesMixin", "check_input", "unwrap_state_dict", "load_state_dict_checked", "load_checkpoint"]
 
 
 def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> None:
@@ -119,3 +120,87 @@ def load_checkpoint(
     if filter_fn is not None:
         sd = filter_fn(sd, model)
     return load_state_dict_checked(model, sd, strict=strict)
+
+
+class StageFeaturesMixin:
+    """timm's ``forward_intermediates`` / ``prune_intermediate_layers`` for a model built as stem -> stages -> norm.
+
+    The model names its parts through class attributes: ``_family`` (for messages), ``_stages_attr`` (the
+    ``nn.Sequential`` of stages), ``_stem_attr`` (None: the first stage takes the image), ``_norm_attr`` (the final
+    norm, None if there is none), ``_nhwc_stages`` (stages pass channels-last maps; 'NHWC' output is then offered
+    too) and ``_reset_other`` (whether pruning the head also drops the head's own norm/pre-logits). A model that
+    runs a stage differently (e.g. checkpointed) overrides :meth:`_run_stage`.
+    """
+
+    _family = "model"
+    _stages_attr = "stages"
+    _stem_attr: str | None = "stem"
+    _norm_attr: str | None = "norm"
+    _nhwc_stages = False
+    _reset_other = False
+
+    def _run_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
+        return stage(x)
+
+    def _final_norm(self, x: Tensor) -> Tensor:
+        return x if self._norm_attr is None else getattr(self, self._norm_attr)(x)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Stage outputs (not normalised, unless ``norm`` for the last one) and the final features.
+
+        Args:
+            x: image batch (B, in_chans, H, W).
+            indices: the last n stages if an int, all if None, else the stage indices to return.
+            norm: apply the final norm to the last stage's output (the only one it is sized for).
+            stop_early: stop after the last requested stage.
+            output_fmt: 'NCHW' (or 'NHWC' for families whose stages work channels-last).
+            intermediates_only: return only the list of stage outputs.
+        """
+        formats = ("NCHW", "NHWC") if self._nhwc_stages else ("NCHW",)
+        if output_fmt not in formats:
+            allowed = " or ".join(map(repr, formats))
+            raise ValueError(f"{self._family}: output_fmt must be {allowed}, got {output_fmt!r}")
+        to_fmt = (lambda t: t.permute(0, 3, 1, 2)) if self._nhwc_stages and output_fmt == "NCHW" else (lambda t: t)
+        all_stages = getattr(self, self._stages_attr)
+        take_indices, max_index = feature_take_indices(len(all_stages), indices)
+        last_index = len(all_stages) - 1
+        stages = all_stages if torch.jit.is_scripting() or not stop_early else all_stages[: max_index + 1]
+        intermediates = []
+        if self._stem_attr is not None:
+            x = getattr(self, self._stem_attr)(x)
+        for i, stage in enumerate(stages):
+            x = self._run_stage(stage, x)
+            if i in take_indices:
+                intermediates.append(to_fmt(self._final_norm(x) if norm and i == last_index else x))
+        if intermediates_only:
+            return intermediates
+        if i == last_index:
+            x = self._final_norm(x)
+        return (x.permute(0, 3, 1, 2) if self._nhwc_stages else x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the final norm / head where they no longer fit)."""
+        stages = getattr(self, self._stages_attr)
+        take_indices, max_index = feature_take_indices(len(stages), indices)
+        truncated = max_index < len(stages) - 1
+        if self._norm_attr is not None and (prune_norm or truncated):
+            setattr(self, self._norm_attr, nn.Identity())
+        setattr(self, self._stages_attr, stages[: max_index + 1])
+        if truncated:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or truncated:
+            if self._reset_other:
+                self.reset_classifier(0, "", reset_other=True)
+            else:
+                self.reset_classifier(0, "")
+        return take_indices

@@ -34,13 +34,12 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.bilevel_routing_attention import BiLevelRoutingAttention
-from ._common import check_input, load_checkpoint, unwrap_state_dict
+from ._common import StageFeaturesMixin, check_input, load_checkpoint, unwrap_state_dict
 
 __all__ = ["BiFormer", "checkpoint_filter_fn", "biformer_tiny", "biformer_small", "biformer_base"]
 
@@ -214,7 +213,7 @@ class BiFormerStage(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class BiFormer(nn.Module):
+class BiFormer(StageFeaturesMixin, nn.Module):
     """BiFormer (see the module docstring).
 
     Args:
@@ -238,6 +237,8 @@ class BiFormer(nn.Module):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
     """
+
+    _family = "BiFormer"
 
     def __init__(
         self,
@@ -357,57 +358,6 @@ class BiFormer(nn.Module):
             if k.startswith("head.fc.") and (k not in sd or sd[k].shape != v.shape):
                 sd[k] = v
         load_checkpoint(self, sd, strict=True, filter_fn=lambda state_dict, model: state_dict)
-
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """Stage outputs (NCHW, possibly with channels-last strides) and the final features.
-
-        Args:
-            x: image batch (B, in_chans, H, W); stage i output is ceil(H / 2**(i+2)) x ceil(W / 2**(i+2)).
-            indices: last n stages if an int, all if None, else the stage indices to return.
-            norm: apply the final BatchNorm to the last stage's output (the only one it is sized for).
-            stop_early: stop after the last requested stage.
-            output_fmt: only 'NCHW'.
-            intermediates_only: return only the list of stage outputs.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"BiFormer: output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last_index = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm and i == last_index else x)
-        if intermediates_only:
-            return intermediates
-        if i == last_index:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages after the last of ``indices`` (and the norm/head where they no longer fit)."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        truncated = max_index < len(self.stages) - 1
-        if prune_norm or truncated:
-            self.norm = nn.Identity()
-        self.stages = self.stages[: max_index + 1]
-        if truncated:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or truncated:
-            self.reset_classifier(0, "")
-        return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)

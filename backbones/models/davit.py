@@ -43,7 +43,6 @@ from timm.layers import (
     trunc_normal_,
 )
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .._registry import register_model
@@ -51,7 +50,7 @@ from ..blocks._windows import pad_to_multiple
 from ..blocks.channel_attention import ChannelAttention
 from ..blocks.conv_pos_enc import ConvPosEnc
 from ..blocks.window_attention import WindowAttention
-from ._common import check_input, unwrap_state_dict
+from ._common import StageFeaturesMixin, check_input, unwrap_state_dict
 
 __all__ = [
     "DaVit",
@@ -256,7 +255,7 @@ class DaVitStage(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class DaVit(nn.Module):
+class DaVit(StageFeaturesMixin, nn.Module):
     """Dual Attention Vision Transformer (timm-compatible; see the module docstring for what differs).
 
     Args:
@@ -282,6 +281,10 @@ class DaVit(nn.Module):
         global_pool: head pooling type.
         head_norm_first: norm then pool (``norm_pre``) instead of pool then norm (DaViT's head).
     """
+
+    _family = "DaVit"
+    _norm_attr = "norm_pre"
+    _reset_other = True
 
     def __init__(
         self,
@@ -409,63 +412,10 @@ class DaVit(nn.Module):
         )
         self.head_hidden_size = self.head.num_features
 
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """Stage outputs (NCHW, not normalised) and the final features.
-
-        Args:
-            x: image batch (B, in_chans, H, W).
-            indices: last n stages if an int, all if None, else the stage indices to return.
-            norm: apply ``norm_pre`` to the last stage's output (an identity with DaViT's default head).
-            stop_early: stop after the last requested stage.
-            output_fmt: only 'NCHW'.
-            intermediates_only: return only the list of stage outputs.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"DaVit: output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last_index = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-
-        intermediates = []
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(stage, x)
-            else:
-                x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.norm_pre(x) if norm and i == last_index else x)
-        if intermediates_only:
-            return intermediates
-        if i == last_index:
-            x = self.norm_pre(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self,
-        indices: int | list[int] = 1,
-        prune_norm: bool = False,
-        prune_head: bool = True,
-    ) -> list[int]:
-        """Drop the stages after the last of ``indices`` (and the norm/head where they no longer fit)."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        truncated = max_index < len(self.stages) - 1
-        if prune_norm or truncated:
-            self.norm_pre = nn.Identity()
-        self.stages = self.stages[: max_index + 1]
-        if truncated:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or truncated:
-            self.reset_classifier(0, "", reset_other=True)
-        return take_indices
+    def _run_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(stage, x)
+        return stage(x)
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)

@@ -41,13 +41,12 @@ from timm.layers import (
     trunc_normal_,
 )
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .._registry import register_model
 from ..blocks import FocalModulation
 from ..blocks._windows import pad_to_multiple
-from ._common import check_input, unwrap_state_dict
+from ._common import StageFeaturesMixin, check_input, unwrap_state_dict
 
 __all__ = [
     "FocalNet",
@@ -260,7 +259,7 @@ class FocalNetStage(nn.Module):
         return x
 
 
-class FocalNet(nn.Module):
+class FocalNet(StageFeaturesMixin, nn.Module):
     """Focal Modulation Network (timm-compatible; see the module docstring for what differs).
 
     Args:
@@ -286,6 +285,10 @@ class FocalNet(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         norm_layer: norm over channels of an NCHW map.
     """
+
+    _family = "FocalNet"
+    _stages_attr = "layers"
+    _reset_other = True
 
     def __init__(
         self,
@@ -411,61 +414,6 @@ class FocalNet(nn.Module):
             dtype=param.dtype,
         )
         self.head_hidden_size = self.head.num_features
-
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """Stage outputs (and the final features).
-
-        Args:
-            x: image batch (B, in_chans, H, W).
-            indices: last n stages if an int, all if None, else the stage indices to return.
-            norm: apply the final norm to the last stage's output (the only one it is sized for).
-            stop_early: stop after the last requested stage.
-            output_fmt: only 'NCHW'.
-            intermediates_only: return only the list of stage outputs.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"FocalNet: output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        last_index = len(self.layers) - 1
-        stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[: max_index + 1]
-
-        intermediates = []
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm and i == last_index else x)
-        if intermediates_only:
-            return intermediates
-        if i == last_index:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self,
-        indices: int | list[int] = 1,
-        prune_norm: bool = False,
-        prune_head: bool = True,
-    ) -> list[int]:
-        """Drop the stages after the last of ``indices`` (and the norm/head where they no longer fit)."""
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        truncated = max_index < len(self.layers) - 1
-        if prune_norm or truncated:
-            self.norm = nn.Identity()
-        self.layers = self.layers[: max_index + 1]
-        if truncated:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or truncated:
-            self.reset_classifier(0, "", reset_other=True)
-        return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)

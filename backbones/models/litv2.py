@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import adapt_input_conv
 from torch import Tensor, nn
 
@@ -48,7 +47,7 @@ from .._registry import register_model
 from ..blocks.conv_ffn import ConvFFN
 from ..blocks.deformable_token_merging import DeformableTokenMerging
 from ..blocks.hilo_attention import HiLoAttention
-from ._common import check_input, load_checkpoint, unwrap_state_dict
+from ._common import StageFeaturesMixin, check_input, load_checkpoint, unwrap_state_dict
 
 __all__ = ["LITv2", "checkpoint_filter_fn", "litv2_small", "litv2_medium", "litv2_base"]
 
@@ -198,7 +197,7 @@ class LITv2Stage(nn.Module):
         return x
 
 
-class LITv2(nn.Module):
+class LITv2(StageFeaturesMixin, nn.Module):
     """LITv2 classifier / backbone (see the module docstring).
 
     Args:
@@ -222,6 +221,9 @@ class LITv2(nn.Module):
         drop_path_rate: stochastic depth, linear over all blocks (ImageNet recipe: S 0.2, M 0.3, B 0.5).
         norm_layer: norm over the channels of a channels-last map.
     """
+
+    _family = "LITv2"
+    _nhwc_stages = True
 
     def __init__(
         self,
@@ -345,58 +347,6 @@ class LITv2(nn.Module):
             if k.startswith("head.fc.") and (k not in sd or sd[k].shape != v.shape):
                 sd[k] = v
         load_checkpoint(self, sd, strict=True, filter_fn=lambda state_dict, model: state_dict)
-
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """Stage outputs (NCHW views of the channels-last maps) and the final features.
-
-        Args:
-            x: image batch (B, in_chans, H, W); stage i output is ceil(H / 2**(i+2)) x ceil(W / 2**(i+2)).
-            indices: last n stages if an int, all if None, else the stage indices to return.
-            norm: apply the final LayerNorm to the last stage's output (the only one it is sized for).
-            stop_early: stop after the last requested stage.
-            output_fmt: 'NCHW' or 'NHWC'.
-            intermediates_only: return only the list of stage outputs.
-        """
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"LITv2: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        to_fmt = (lambda t: t.permute(0, 3, 1, 2)) if output_fmt == "NCHW" else (lambda t: t)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last_index = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(to_fmt(self.norm(x) if norm and i == last_index else x))
-        if intermediates_only:
-            return intermediates
-        if i == last_index:
-            x = self.norm(x)
-        return x.permute(0, 3, 1, 2), intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages after the last of ``indices`` (and the norm/head where they no longer fit)."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        truncated = max_index < len(self.stages) - 1
-        if prune_norm or truncated:
-            self.norm = nn.Identity()
-        self.stages = self.stages[: max_index + 1]
-        if truncated:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or truncated:
-            self.reset_classifier(0, "")
-        return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Final features, NCHW (a view of the channels-last map)."""

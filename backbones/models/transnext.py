@@ -37,14 +37,13 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.aggregated_attention import AggregatedAttention, LengthScaledAttention, PosBiasMode
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
-from ._common import check_input, unwrap_state_dict
+from ._common import StageFeaturesMixin, check_input, unwrap_state_dict
 
 __all__ = [
     "TransNeXt",
@@ -199,7 +198,7 @@ class TransNeXtStage(nn.Module):
         return self.norm(x).permute(0, 3, 1, 2)
 
 
-class TransNeXt(nn.Module):
+class TransNeXt(StageFeaturesMixin, nn.Module):
     """TransNeXt (see the module docstring).
 
     Args:
@@ -226,6 +225,10 @@ class TransNeXt(nn.Module):
             0.45 small, 0.6 base).
         norm_layer: norm of the blocks and stage ends (LayerNorm eps 1e-6).
     """
+
+    _family = "TransNeXt"
+    _stem_attr = None
+    _norm_attr = None
 
     def __init__(
         self,
@@ -340,54 +343,6 @@ class TransNeXt(nn.Module):
         self.head.reset(
             num_classes, pool_type=global_pool, in_features=self.num_features, device=param.device, dtype=param.dtype
         )
-
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """Stage outputs (each after its stage's LayerNorm, as the official dense backbones return them).
-
-        Args:
-            x: image batch (B, in_chans, H, W).
-            indices: last n stages if an int, all if None, else the stage indices to return.
-            norm: no effect (every stage ends in its own norm; kept for the timm signature).
-            stop_early: stop after the last requested stage.
-            output_fmt: only 'NCHW'.
-            intermediates_only: return only the list of stage outputs.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"TransNeXt: output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self,
-        indices: int | list[int] = 1,
-        prune_norm: bool = False,
-        prune_head: bool = True,
-    ) -> list[int]:
-        """Drop the stages after the last of ``indices`` (and the head where it no longer fits or is unwanted)."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        truncated = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if truncated:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or truncated:
-            self.reset_classifier(0, "")
-        return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(x)

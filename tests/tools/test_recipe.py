@@ -9,6 +9,7 @@ from tools_testlib import ROOT
 
 from backbones.data import DigitsDataset, create_dataset, list_datasets
 from backbones.engine import DEFAULTS, ConfigError, build_model, load_config
+from backbones.train_utils import set_sampler_epoch
 
 
 def test_demo_recipe_loads_and_builds():
@@ -111,7 +112,7 @@ def test_single_process_order_is_the_union_of_the_ranks(train_tool):
     ]
     for epoch in (0, 3):
         for loader in [single, *ranks]:
-            train_tool._set_sampler_epoch(loader, epoch, seed=7)
+            set_sampler_epoch(loader, epoch, seed=7)
         single_batches = [b.tolist() for b in single]
         rank_batches = [[b.tolist() for b in loader] for loader in ranks]
         assert len(single_batches) == len(rank_batches[0]) == 6

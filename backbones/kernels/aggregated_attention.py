@@ -13,19 +13,23 @@ the per-offset bias r (heads, k^2) and the unnormalised additive weights w (B, H
 Off-map neighbours contribute to neither sum.
 
 Forward kernel: one program per (batch, head, tile of ``BLOCK_M`` consecutive pixels of the flattened map). The
-neighbourhood is gathered as a (BLOCK_M, WS2P, head_dim) tile (WS2P: k^2 rounded up to a power of two, extra
-lanes and off-map neighbours masked) and reduced over the head dimension with plain elementwise products (k^2 keys
-per query are too few for a matrix product); its row maximum and sum seed the online softmax. The same gathered V
-tile gives the neighbourhood's unnormalised value sum and the w term. The pooled keys then stream through in
-tiles of ``BLOCK_N`` with ``tl.dot`` and the running maximum / sum / rescale of flash attention. The program writes
-the output (input dtype) and the log-sum-exp of each row (fp32). Nothing of size (pixels x keys) is stored.
+neighbourhood is visited one window offset at a time: for offset z the program gathers the (BLOCK_M, head_dim)
+tile of keys K[n + o_z] (masked off the map and past head_dim, which need not be a power of two), reduces q . k
+over the head dimension with elementwise products (k^2 keys per query are too few for a matrix product), and
+folds the logits into the online softmax (running maximum m, sum l, rescaled accumulator) together with the value
+tile V[n + o_z], which also feeds the w term. Offsets are a loop rather than one (BLOCK_M, k^2, head_dim) gathered
+tile: that tile (k^2 padded to 16 lanes for k = 3) took the kernels to 255 registers with spills at BLOCK_M = 16,
+the loop keeps only 2-D tiles live. The pooled keys then stream through in tiles of ``BLOCK_N`` with ``tl.dot``,
+continuing the same online softmax. The program writes the output (input dtype) and each row's log-sum-exp (fp32).
+Nothing of size (pixels x keys) is stored.
 
-Backward kernel: the program that owns a query tile recomputes the probabilities from the saved log-sum-exp,
-with delta = rowsum(dO * O_attn) where O_attn is the softmax part of the output alone (the saved output minus
-the w term, which the program recomputes from the V tile it gathers anyway). It accumulates dq in registers and
-scatters the rest with fp32 atomic adds: dK and dV at the neighbour positions, dKp and dVp, dP (summed over the
-batch), dr (per-program partial sums). dw = dO . V[n + o_z] is written directly. Atomic adds make the summation
-order, hence the low bits of those gradients, nondeterministic from run to run.
+Backward kernel: the program that owns a query tile recomputes the probabilities from the saved log-sum-exp. A
+first pass over the offsets writes dw_z = dO . V[n + o_z] and forms delta = rowsum(dO * O_attn), O_attn being the
+softmax part of the output alone: rowsum(dO * O) - sum_z w_z dw_z. A second pass recomputes p_z and
+dS_z = p_z (dw_z - delta), accumulates dq in registers and scatters with fp32 atomic adds: dK += dS_z q and
+dV += (p_z + w_z) dO at the neighbour positions, dr[z] += sum over the tile of dS_z. The pooled loop accumulates
+dq with ``tl.dot`` and scatters dKp, dVp and dP (summed over the batch). Atomic adds make the summation order,
+hence the low bits of those gradients, nondeterministic from run to run.
 
 Accumulation is fp32 for fp16 / bf16 / fp32 inputs; the matrix products take their inputs in the input dtype
 (probabilities cast to V's dtype before the P @ V product), fp32 inputs use TF32 only where torch allows it.
@@ -44,38 +48,31 @@ from ._common import ACC_DTYPES, block_dim, dot_precision
 
 __all__ = ["aggregated_attention"]
 
-_NUM_WARPS = 4
+# Tile sizes and warps picked from ptxas' register report for sm_90 (no GPU timing was available): with 32 x 32
+# tiles and 8 warps neither kernel spills for fp32 / fp16 / bf16 (forward 80-128 registers, backward 146-194);
+# 64-row tiles or 4 warps push the backward to 255 registers and spills.
+_NUM_WARPS = 8
 _NUM_STAGES = 2
-_GATHER_BUDGET = 8192  # elements of one gathered (BLOCK_M, WS2P, head_dim) tile held in registers
-_MAX_BLOCK_N = 64
+_BLOCK_M = 32  # query pixels per program
+_MAX_BLOCK_N = 32  # pooled keys per step
 
 
 @triton.jit
 def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """``tl.dot`` with fp32 accumulation; ``UPCAST`` multiplies exactly in fp32 instead (interpreter, bf16)."""
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return tl.dot(a, b, input_precision=PRECISION)
+        c = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        c = tl.dot(a, b, input_precision=PRECISION)
+    return c
 
 
 @triton.jit
-def _tile_setup(
-    pid_m, H, W, HD: tl.constexpr, WS: tl.constexpr, BLOCK_M: tl.constexpr, WS2P: tl.constexpr, HDP: tl.constexpr
-):
-    """Pixel indices of the tile, the neighbour coordinates and the masks shared by both kernels."""
-    n_pix = H * W
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = offs_m < n_pix
-    pi = offs_m // W
-    pj = offs_m % W
-    offs_d = tl.arange(0, HDP)
-    d_ok = offs_d < HD
-    offs_z = tl.arange(0, WS2P)
-    z_ok = offs_z < WS * WS
-    ni = pi[:, None] + (offs_z // WS - WS // 2)[None, :]  # (BLOCK_M, WS2P) neighbour row
-    nj = pj[:, None] + (offs_z % WS - WS // 2)[None, :]
-    nb_ok = row_ok[:, None] & z_ok[None, :] & (ni >= 0) & (ni < H) & (nj >= 0) & (nj < W)
-    return offs_m, row_ok, pi, pj, offs_d, d_ok, offs_z, z_ok, ni, nj, nb_ok
+def _neighbour(pi, pj, row_ok, H, W, Z: tl.constexpr, WS: tl.constexpr):
+    """Row / column of window offset Z (row-major) for each query pixel, and whether it is on the map."""
+    ni = pi + (Z // WS - WS // 2)
+    nj = pj + (Z % WS - WS // 2)
+    return ni, nj, row_ok & (ni >= 0) & (ni < H) & (nj >= 0) & (nj < W)
 
 
 @triton.jit
@@ -91,45 +88,56 @@ def _aggregated_fwd_kernel(
     swa_b, swa_i, swa_j, swa_h, swa_z,
     H, W, NP,
     HEADS: tl.constexpr, HD: tl.constexpr, WS: tl.constexpr,
-    BLOCK_M: tl.constexpr, WS2P: tl.constexpr, HDP: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, HDP: tl.constexpr, BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // HEADS).to(tl.int64)
     h = pid_bh % HEADS
-    offs_m, row_ok, pi, pj, offs_d, d_ok, offs_z, z_ok, ni, nj, nb_ok = _tile_setup(
-        pid_m, H, W, HD, WS, BLOCK_M, WS2P, HDP
+    n_pix = H * W
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < n_pix
+    pi = offs_m // W
+    pj = offs_m % W
+    offs_d = tl.arange(0, HDP)
+    d_ok = offs_d < HD
+    row2 = row_ok[:, None] & d_ok[None, :]
+
+    q = tl.load(
+        Q + b * sq_b + h * sq_h + (pi * sq_i + pj * sq_j)[:, None] + offs_d[None, :] * sq_d, mask=row2, other=0.0
     )
-    nb3 = nb_ok[:, :, None] & d_ok[None, None, :]
-
-    q_ptrs = Q + b * sq_b + h * sq_h + (pi * sq_i + pj * sq_j)[:, None] + offs_d[None, :] * sq_d
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     qf = q.to(tl.float32)
+    k_base = K + b * sk_b + h * sk_h + offs_d[None, :] * sk_d
+    v_base = V + b * sv_b + h * sv_h + offs_d[None, :] * sv_d
+    wa_base = WA + b * swa_b + h * swa_h + pi * swa_i + pj * swa_j
 
-    # Neighbourhood logits from the gathered (BLOCK_M, WS2P, HDP) key tile.
-    k_ptrs = K + b * sk_b + h * sk_h + (ni * sk_i + nj * sk_j)[:, :, None] + offs_d[None, None, :] * sk_d
-    k3 = tl.load(k_ptrs, mask=nb3, other=0.0).to(tl.float32)
-    r = tl.load(R + h * sr_h + offs_z * sr_z, mask=z_ok, other=0.0).to(tl.float32)
-    s_loc = tl.sum(qf[:, None, :] * k3, axis=2) + r[None, :]
-    s_loc = tl.where(nb_ok, s_loc, float("-inf"))
-    m_i = tl.max(s_loc, axis=1)
-    m_i = tl.where(row_ok, m_i, 0.0)  # rows past the map have no valid neighbour
-    p_loc = tl.where(nb_ok, tl.exp(s_loc - m_i[:, None]), 0.0)
-    l_i = tl.sum(p_loc, axis=1)
+    # Neighbourhood, one window offset at a time (a (BLOCK_M, head_dim) tile each), online softmax from the start.
+    # The finite initial maximum keeps rows past the map (no valid neighbour) free of inf - inf.
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HDP], tl.float32)  # softmax part, unnormalised
+    extra = tl.zeros([BLOCK_M, HDP], tl.float32)  # sum_z w_z V_z
+    for z in range(WS * WS):
+        ni, nj, ok = _neighbour(pi, pj, row_ok, H, W, z, WS)
+        ok2 = ok[:, None] & d_ok[None, :]
+        k_z = tl.load(k_base + (ni * sk_i + nj * sk_j)[:, None], mask=ok2, other=0.0).to(tl.float32)
+        s_z = tl.sum(qf * k_z, axis=1) + tl.load(R + h * sr_h + z * sr_z).to(tl.float32)
+        s_z = tl.where(ok, s_z, float("-inf"))
+        m_new = tl.maximum(m_i, s_z)
+        alpha = tl.exp(m_i - m_new)
+        p_z = tl.exp(s_z - m_new)
+        l_i = l_i * alpha + p_z
+        v_z = tl.load(v_base + (ni * sv_i + nj * sv_j)[:, None], mask=ok2, other=0.0).to(tl.float32)
+        w_z = tl.load(wa_base + z * swa_z, mask=ok, other=0.0).to(tl.float32)
+        acc = acc * alpha[:, None] + p_z[:, None] * v_z
+        extra += w_z[:, None] * v_z
+        m_i = m_new
 
-    # Values: the softmax part (unnormalised, seeds the accumulator) and the additive w term.
-    v_ptrs = V + b * sv_b + h * sv_h + (ni * sv_i + nj * sv_j)[:, :, None] + offs_d[None, None, :] * sv_d
-    v3 = tl.load(v_ptrs, mask=nb3, other=0.0).to(tl.float32)
-    wa_ptrs = WA + b * swa_b + h * swa_h + (pi * swa_i + pj * swa_j)[:, None] + offs_z[None, :] * swa_z
-    wa = tl.load(wa_ptrs, mask=nb_ok, other=0.0).to(tl.float32)
-    acc = tl.sum(p_loc[:, :, None] * v3, axis=1)
-    extra = tl.sum(wa[:, :, None] * v3, axis=1)
-
-    # Pooled keys, online softmax.
+    # Pooled keys in tiles of BLOCK_N.
     kp_base = KP + b * skp_b + h * skp_h
     vp_base = VP + b * svp_b + h * svp_h
-    pb_base = PB + h * spb_h + offs_m[:, None] * spb_n
+    pb_base = PB + h * spb_h + offs_m.to(tl.int64)[:, None] * spb_n  # (heads, N, Np) may pass 2^31
     for start in range(0, NP, BLOCK_N):
         offs_p = start + tl.arange(0, BLOCK_N)
         p_ok = offs_p < NP
@@ -151,9 +159,9 @@ def _aggregated_fwd_kernel(
 
     l_i = tl.where(row_ok, l_i, 1.0)
     out = acc / l_i[:, None] + extra
-    o_ptrs = O + ((b * H * W + offs_m) * HEADS + h)[:, None] * HD + offs_d[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-    tl.store(LSE + (b * HEADS + h) * H * W + offs_m, m_i + tl.log(l_i), mask=row_ok)
+    own = ((b * n_pix + offs_m) * HEADS + h)[:, None] * HD + offs_d[None, :]  # contiguous (B, H, W, heads, HD)
+    tl.store(O + own, out.to(O.dtype.element_ty), mask=row2)
+    tl.store(LSE + (b * HEADS + h) * n_pix + offs_m, m_i + tl.log(l_i), mask=row_ok)
 
 
 @triton.jit
@@ -171,63 +179,71 @@ def _aggregated_bwd_kernel(
     sdo_b, sdo_i, sdo_j, sdo_h, sdo_d,
     H, W, NP,
     HEADS: tl.constexpr, HD: tl.constexpr, WS: tl.constexpr,
-    BLOCK_M: tl.constexpr, WS2P: tl.constexpr, HDP: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, HDP: tl.constexpr, BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // HEADS).to(tl.int64)
     h = pid_bh % HEADS
-    offs_m, row_ok, pi, pj, offs_d, d_ok, offs_z, z_ok, ni, nj, nb_ok = _tile_setup(
-        pid_m, H, W, HD, WS, BLOCK_M, WS2P, HDP
-    )
-    nb3 = nb_ok[:, :, None] & d_ok[None, None, :]
-    row2 = row_ok[:, None] & d_ok[None, :]
     n_pix = H * W
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < n_pix
+    pi = offs_m // W
+    pj = offs_m % W
+    offs_d = tl.arange(0, HDP)
+    d_ok = offs_d < HD
+    row2 = row_ok[:, None] & d_ok[None, :]
 
-    q_ptrs = Q + b * sq_b + h * sq_h + (pi * sq_i + pj * sq_j)[:, None] + offs_d[None, :] * sq_d
-    q = tl.load(q_ptrs, mask=row2, other=0.0)
-    qf = q.to(tl.float32)
-    do = tl.load(
-        DO + b * sdo_b + h * sdo_h + (pi * sdo_i + pj * sdo_j)[:, None] + offs_d[None, :] * sdo_d, mask=row2, other=0.0
+    q = tl.load(
+        Q + b * sq_b + h * sq_h + (pi * sq_i + pj * sq_j)[:, None] + offs_d[None, :] * sq_d, mask=row2, other=0.0
     )
+    qf = q.to(tl.float32)
+    do_ptrs = DO + b * sdo_b + h * sdo_h + (pi * sdo_i + pj * sdo_j)[:, None] + offs_d[None, :] * sdo_d
+    do = tl.load(do_ptrs, mask=row2, other=0.0)
     dof = do.to(tl.float32)
-    # Contiguous (B, H, W, heads, HD) layout of O and of the fp32 gradient buffers.
-    own = ((b * n_pix + offs_m) * HEADS + h)[:, None] * HD + offs_d[None, :]
+    own = ((b * n_pix + offs_m) * HEADS + h)[:, None] * HD + offs_d[None, :]  # contiguous (B, H, W, heads, HD)
     o = tl.load(O + own, mask=row2, other=0.0).to(tl.float32)
     lse = tl.load(LSE + (b * HEADS + h) * n_pix + offs_m, mask=row_ok, other=0.0)
+    k_base = K + b * sk_b + h * sk_h + offs_d[None, :] * sk_d
+    v_base = V + b * sv_b + h * sv_h + offs_d[None, :] * sv_d
+    wa_base = WA + b * swa_b + h * swa_h + pi * swa_i + pj * swa_j
+    dwa_base = DWA + ((b * n_pix + offs_m) * HEADS + h) * (WS * WS)  # contiguous (B, H, W, heads, WS^2)
+    nb_base = (b * n_pix * HEADS + h) * HD + offs_d[None, :]  # fp32 dK / dV buffers, contiguous like O
 
-    nb_off = ((b * n_pix + ni * W + nj) * HEADS + h)[:, :, None] * HD + offs_d[None, None, :]
-    k_ptrs = K + b * sk_b + h * sk_h + (ni * sk_i + nj * sk_j)[:, :, None] + offs_d[None, None, :] * sk_d
-    k3 = tl.load(k_ptrs, mask=nb3, other=0.0).to(tl.float32)
-    v_ptrs = V + b * sv_b + h * sv_h + (ni * sv_i + nj * sv_j)[:, :, None] + offs_d[None, None, :] * sv_d
-    v3 = tl.load(v_ptrs, mask=nb3, other=0.0).to(tl.float32)
-    wa_off = (pi * swa_i + pj * swa_j)[:, None] + offs_z[None, :] * swa_z
-    wa = tl.load(WA + b * swa_b + h * swa_h + wa_off, mask=nb_ok, other=0.0).to(tl.float32)
-    r = tl.load(R + h * sr_h + offs_z * sr_z, mask=z_ok, other=0.0).to(tl.float32)
+    # Pass 1: dL/dw_z = dO . V_z (stored), and delta = rowsum(dO * O_attn) with O_attn = O - sum_z w_z V_z.
+    w_dp = tl.zeros([BLOCK_M], tl.float32)
+    for z in range(WS * WS):
+        ni, nj, ok = _neighbour(pi, pj, row_ok, H, W, z, WS)
+        v_z = tl.load(v_base + (ni * sv_i + nj * sv_j)[:, None], mask=ok[:, None] & d_ok[None, :], other=0.0)
+        dp_z = tl.sum(dof * v_z.to(tl.float32), axis=1)  # zero off the map
+        tl.store(dwa_base + z, dp_z, mask=row_ok)
+        w_dp += tl.load(wa_base + z * swa_z, mask=ok, other=0.0).to(tl.float32) * dp_z
+    delta = tl.sum(dof * o, axis=1) - w_dp
 
-    # delta = rowsum(dO * O_attn), O_attn = O - sum_z w_z V_z.
-    extra = tl.sum(wa[:, :, None] * v3, axis=1)
-    delta = tl.sum(dof * (o - extra), axis=1)
-
-    # Neighbourhood.
-    s_loc = tl.sum(qf[:, None, :] * k3, axis=2) + r[None, :]
-    p_loc = tl.where(nb_ok, tl.exp(s_loc - lse[:, None]), 0.0)
-    dp_loc = tl.sum(dof[:, None, :] * v3, axis=2)  # = dL/dw (zero off the map: V loaded as 0 there)
-    dwa_off = ((b * n_pix + offs_m) * HEADS + h)[:, None] * (WS * WS) + offs_z[None, :]
-    tl.store(DWA + dwa_off, dp_loc, mask=row_ok[:, None] & z_ok[None, :])
-    ds_loc = p_loc * (dp_loc - delta[:, None])
-    tl.atomic_add(DR + h * (WS * WS) + offs_z, tl.sum(ds_loc, axis=0), mask=z_ok)
-    dq = tl.sum(ds_loc[:, :, None] * k3, axis=1)
-    tl.atomic_add(DK + nb_off, ds_loc[:, :, None] * qf[:, None, :], mask=nb3)
-    tl.atomic_add(DV + nb_off, (p_loc + wa)[:, :, None] * dof[:, None, :], mask=nb3)
+    # Pass 2: neighbourhood gradients.
+    dq = tl.zeros([BLOCK_M, HDP], tl.float32)
+    for z in range(WS * WS):
+        ni, nj, ok = _neighbour(pi, pj, row_ok, H, W, z, WS)
+        ok2 = ok[:, None] & d_ok[None, :]
+        k_z = tl.load(k_base + (ni * sk_i + nj * sk_j)[:, None], mask=ok2, other=0.0).to(tl.float32)
+        v_z = tl.load(v_base + (ni * sv_i + nj * sv_j)[:, None], mask=ok2, other=0.0).to(tl.float32)
+        w_z = tl.load(wa_base + z * swa_z, mask=ok, other=0.0).to(tl.float32)
+        s_z = tl.sum(qf * k_z, axis=1) + tl.load(R + h * sr_h + z * sr_z).to(tl.float32)
+        p_z = tl.where(ok, tl.exp(s_z - lse), 0.0)
+        ds_z = p_z * (tl.sum(dof * v_z, axis=1) - delta)
+        dq += ds_z[:, None] * k_z
+        nb = nb_base + ((ni * W + nj) * HEADS * HD)[:, None]
+        tl.atomic_add(DK + nb, ds_z[:, None] * qf, mask=ok2)
+        tl.atomic_add(DV + nb, (p_z + w_z)[:, None] * dof, mask=ok2)
+        tl.atomic_add(DR + h * (WS * WS) + z, tl.sum(ds_z, axis=0))
 
     # Pooled keys.
     kp_base = KP + b * skp_b + h * skp_h
     vp_base = VP + b * svp_b + h * svp_h
-    pb_base = PB + h * spb_h + offs_m[:, None] * spb_n
+    pb_base = PB + h * spb_h + offs_m.to(tl.int64)[:, None] * spb_n  # (heads, N, Np) may pass 2^31
     dpool_base = (b * HEADS + h) * NP * HD
-    dpb_base = DPB + h * n_pix * NP + offs_m[:, None] * NP
+    dpb_base = DPB + (h * n_pix + offs_m.to(tl.int64))[:, None] * NP
     for start in range(0, NP, BLOCK_N):
         offs_p = start + tl.arange(0, BLOCK_N)
         p_ok = offs_p < NP
@@ -245,8 +261,7 @@ def _aggregated_bwd_kernel(
         pool_off = dpool_base + offs_p[:, None] * HD + offs_d[None, :]
         dpool_mask = p_ok[:, None] & d_ok[None, :]
         tl.atomic_add(DKP + pool_off, _dot(tl.trans(ds_in), q, PRECISION, UPCAST), mask=dpool_mask)
-        dvp = _dot(tl.trans(p.to(do.dtype)), do, PRECISION, UPCAST)
-        tl.atomic_add(DVP + pool_off, dvp, mask=dpool_mask)
+        tl.atomic_add(DVP + pool_off, _dot(tl.trans(p.to(do.dtype)), do, PRECISION, UPCAST), mask=dpool_mask)
         tl.atomic_add(dpb_base + offs_p[None, :], ds, mask=mp_mask)
 
     tl.store(DQ + own, dq, mask=row2)
@@ -260,16 +275,12 @@ def _strides(t: Tensor, n: int) -> tuple[int, ...]:
 def _config(
     heads: int, head_dim: int, window_size: int, num_pooled: int, dtype: torch.dtype, device: torch.device
 ) -> dict:
-    ws2p = triton.next_power_of_2(window_size * window_size)
-    hdp = block_dim(head_dim)
-    block_m = max(16, min(64, _GATHER_BUDGET // (ws2p * hdp)))  # powers of two over powers of two
     return dict(
         HEADS=heads,
         HD=head_dim,
         WS=window_size,
-        BLOCK_M=block_m,
-        WS2P=ws2p,
-        HDP=hdp,
+        BLOCK_M=_BLOCK_M,
+        HDP=block_dim(head_dim),
         BLOCK_N=block_dim(min(num_pooled, _MAX_BLOCK_N)),
         PRECISION=dot_precision(dtype),
         # Triton's CPU interpreter multiplies bf16 tiles wrongly in tl.dot (checked with Triton 3.9): there the

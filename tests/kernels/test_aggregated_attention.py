@@ -102,7 +102,7 @@ FP32_CASES = {
     "4x4_one_pooled": (1, 4, 4, 2, 24, 3, 1, False),
     "3x4_window5_hd40": (1, 3, 4, 1, 40, 5, 2, False),
     "3x3_window1": (1, 3, 3, 2, 24, 1, 3, False),
-    "6x6_two_pooled_tiles": (1, 6, 6, 1, 24, 3, 70, False),
+    "6x6_three_pooled_tiles": (1, 6, 6, 1, 24, 3, 70, False),
 }
 
 
@@ -124,7 +124,7 @@ def test_kernel_can_fail():
         assert_close_scaled(kernel(bad, 3), ref, 1e-5, "out")
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 3e-3), (torch.bfloat16, 3e-2)])
 def test_kernel_low_precision(dtype, tol):
     """fp16 / bf16 inputs, fp32 accumulation: against the fp32 path on the same rounded inputs."""
     inputs = [t.to(dtype) for t in make_inputs(2, 4, 5, 2, 24, 3, 6, strided=True)]

@@ -68,10 +68,10 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _neighbour(pi, pj, row_ok, H, W, Z: tl.constexpr, WS: tl.constexpr):
-    """Row / column of window offset Z (row-major) for each query pixel, and whether it is on the map."""
-    ni = pi + (Z // WS - WS // 2)
-    nj = pj + (Z % WS - WS // 2)
+def _neighbour(pi, pj, row_ok, H, W, z, WS: tl.constexpr):
+    """Row / column of window offset z (row-major) for each query pixel, and whether it is on the map."""
+    ni = pi + (z // WS - WS // 2)
+    nj = pj + (z % WS - WS // 2)
     return ni, nj, row_ok & (ni >= 0) & (ni < H) & (nj >= 0) & (nj < W)
 
 

@@ -40,10 +40,6 @@ from ._common import ACC_DTYPES, block_dim, dot_precision
 
 __all__ = ["halo_attention"]
 
-# query tile cap and the target number of keys per tile (whole window rows)
-_MAX_BLOCK_M = 64
-_KEYS_PER_TILE = 64
-_NUM_WARPS = 4
 _NUM_STAGES = 2
 
 
@@ -346,15 +342,27 @@ def _f32_operands(q: Tensor) -> bool:
     return q.dtype == torch.bfloat16 and q.device.type == "cpu"
 
 
-def _config(length: int, window: int, d_qk: int, d_v: int) -> dict:
+def _config(length: int, window: int, d_qk: int, d_v: int, dtype: torch.dtype, backward: bool) -> dict:
+    """Tile sizes and warps. Chosen so that ptxas (sm_90) reports no or few register spills at head widths 64 and
+    128 (not timed): tensor-core dots (fp16 / bf16 / TF32) take 64-query tiles; exact fp32 dots, which run on FMA
+    units, smaller tiles; the backward, holding more tiles live, 8 warps."""
+    precision = dot_precision(dtype)
+    if dtype == torch.float32 and precision == "ieee":
+        max_m, keys = 32, 16
+    elif dtype == torch.float32 or backward:
+        max_m, keys = (32 if backward and dtype == torch.float32 else 64), 32
+    else:
+        max_m, keys = 64, 64
     block_w = triton.next_power_of_2(window)
     return dict(
-        BLOCK_M=min(_MAX_BLOCK_M, block_dim(length)),
+        BLOCK_M=min(max_m, block_dim(length)),
         BLOCK_DQK=block_dim(d_qk),
         BLOCK_DV=block_dim(d_v),
         BLOCK_W=block_w,
-        # whole window rows per tile, at least 16 keys (tl.dot)
-        ROWS=max(1, max(_KEYS_PER_TILE, 16) // block_w),
+        ROWS=max(1, keys // block_w),  # whole window rows per tile, >= 16 keys (tl.dot)
+        PRECISION=precision,
+        num_warps=8 if backward or max(d_qk, d_v) > 64 else 4,
+        num_stages=_NUM_STAGES,
     )
 
 
@@ -388,7 +396,7 @@ class _HaloAttentionFunction(torch.autograd.Function):
         n, length, window = rel_h.shape
         if rel_w.shape != rel_h.shape:
             raise ValueError(f"halo_attention: rel_w {tuple(rel_w.shape)} != rel_h {tuple(rel_h.shape)}")
-        cfg = _config(length, window, d_qk, d_v)
+        cfg = _config(length, window, d_qk, d_v, q.dtype, backward=False)
         out = torch.empty(n, length, d_v, dtype=q.dtype, device=q.device)
         lse = torch.empty(n, length, dtype=torch.float32, device=q.device)
         grid = (n, triton.cdiv(length, cfg["BLOCK_M"]))
@@ -412,10 +420,7 @@ class _HaloAttentionFunction(torch.autograd.Function):
             d_qk,
             d_v,
             float(scale),
-            PRECISION=dot_precision(q.dtype),
             F32_OPERANDS=_f32_operands(q),
-            num_warps=_NUM_WARPS,
-            num_stages=_NUM_STAGES,
             **cfg,
         )
         ctx.save_for_backward(q, kv_map, rel_h, rel_w, out, lse)
@@ -427,7 +432,7 @@ class _HaloAttentionFunction(torch.autograd.Function):
         q, kv_map, rel_h, rel_w, out, lse = ctx.saved_tensors
         nh, nw, block, window, d_qk, d_v, scale = ctx.shape
         n, length, _ = rel_h.shape
-        cfg = _config(length, window, d_qk, d_v)
+        cfg = _config(length, window, d_qk, d_v, q.dtype, backward=True)
         delta = (grad_out.float() * out.float()).sum(-1)
         grad_q = torch.empty(n, length, d_qk, dtype=q.dtype, device=q.device)
         grad_kv = torch.zeros(kv_map.shape, dtype=torch.float32, device=q.device)
@@ -460,10 +465,7 @@ class _HaloAttentionFunction(torch.autograd.Function):
             d_qk,
             d_v,
             scale,
-            PRECISION=dot_precision(q.dtype),
             F32_OPERANDS=_f32_operands(q),
-            num_warps=_NUM_WARPS,
-            num_stages=_NUM_STAGES,
             **cfg,
         )
         return grad_q, grad_kv.to(kv_map.dtype), grad_rel_h, grad_rel_w, None, None, None

@@ -1,6 +1,7 @@
 """The fused Triton halo-attention kernel (backbones.kernels.halo_attention) against HaloAttention's PyTorch path.
 
-Without a GPU the kernels run under Triton's interpreter on CPU tensors (tests/conftest.py turns it on). The
+Without a GPU the kernels run under Triton's interpreter on CPU tensors (tests/conftest.py turns it on); with a GPU
+the same tests run on CUDA tensors. The
 kernel's inputs are captured from the block itself (so they carry its padding, its -inf masks and its layouts) and
 the reference is the block's own PyTorch attention on the gathered windows (``_HaloSoftmaxAttention``, itself
 tested against a naive per-query reference in tests/blocks/test_halo_attention.py).
@@ -17,15 +18,22 @@ import math
 import pytest
 import torch
 
-import backbones.kernels.halo_attention as halo_kernels
 from backbones.blocks import HaloAttention
 from backbones.blocks.halo_attention import _HaloSoftmaxAttention
+from backbones.kernels import interpreter_enabled, triton_available
+
+if not triton_available():
+    pytest.skip("needs Triton", allow_module_level=True)
+import backbones.kernels.halo_attention as halo_kernels  # noqa: E402  (imports Triton)
+
+DEVICE = "cpu" if interpreter_enabled() else "cuda" if torch.cuda.is_available() else None
+needs_kernel_device = pytest.mark.skipif(DEVICE is None, reason="needs CUDA or TRITON_INTERPRET=1")
 
 # (constructor kwargs, batch, H, W): odd sizes padded to a multiple of b, stride 2 with strided queries (even b) and
 # with the average pool (odd b / avg_down), halo 0, d_qk != d_v (with bias and scaled position logits), and
 # windows / blocks big enough for several row tiles (w = 11 -> 3 tiles of 4 rows) and two query tiles (L = 81).
 CASES = [
-    (dict(dim=16, num_heads=2, block_size=4, halo_size=1), 2, 9, 10),
+    (dict(dim=16, num_heads=2, block_size=4, halo_size=1), 2, 7, 9),
     (dict(dim=16, num_heads=2, block_size=4, halo_size=1, stride=2), 1, 7, 10),
     (dict(dim=16, num_heads=2, block_size=3, halo_size=1, stride=2), 1, 7, 8),
     (dict(dim=16, num_heads=2, block_size=4, halo_size=0, stride=2, avg_down=True), 1, 8, 6),
@@ -45,7 +53,7 @@ class _Captured(Exception):
 
 def _module(kwargs: dict, mask_padding: bool) -> HaloAttention:
     torch.manual_seed(0)
-    m = HaloAttention(**kwargs, mask_padding=mask_padding)
+    m = HaloAttention(**kwargs, mask_padding=mask_padding, device=DEVICE)
     with torch.no_grad():  # non-trivial relative logits and biases
         m.pos_embed.height_rel.normal_()
         m.pos_embed.width_rel.normal_()
@@ -101,17 +109,18 @@ def case(request):
     return request.param
 
 
+@needs_kernel_device
 @pytest.mark.parametrize("mask_padding", [False, True], ids=["zero-halo", "masked"])
 def test_kernel_matches_torch_path(case, mask_padding, monkeypatch):
     """Forward and the gradients of q, the padded kv map, rel_h and rel_w; fp32 tight, fp16 / bf16 loose (against
     fp32 math on the same rounded inputs)."""
     kwargs, batch, H, W = case
     m = _module(kwargs, mask_padding)
-    x = torch.randn(batch, kwargs["dim"], H, W)
+    x = torch.randn(batch, kwargs["dim"], H, W, device=DEVICE)
     q, kv_map, rel_h, rel_w, block, d_qk, scale = _kernel_inputs(m, x, monkeypatch)
     if mask_padding and (H % block or W % block or m.halo_size):
         assert torch.isinf(rel_h).any() or torch.isinf(rel_w).any(), "the case should hold masked keys"
-    grad_out = torch.randn(q.shape[0], q.shape[1], m.dim_head_v)
+    grad_out = torch.randn(q.shape[0], q.shape[1], m.dim_head_v, device=DEVICE)
     for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 5e-3), (torch.bfloat16, 5e-2)):
         tensors = [t.to(dtype) for t in (q, kv_map, rel_h, rel_w)]
         ours = _run(lambda *t: halo_kernels.halo_attention(*t, block, d_qk, scale), tensors, grad_out.to(dtype))
@@ -124,15 +133,38 @@ def test_kernel_matches_torch_path(case, mask_padding, monkeypatch):
             _assert_close(a, b, tol, f"{dtype} {name}")
 
 
+@needs_kernel_device
+def test_kernel_tf32_tiles(monkeypatch):
+    """fp32 with TF32 allowed takes other tiles (64 queries, tensor-core dots); under the interpreter the dots stay
+    exact fp32, on a GPU they round the operands to TF32 (looser)."""
+    kwargs, batch, H, W = CASES[-1]  # 81 queries: two query tiles of 64 forward, three of 32 backward
+    m = _module(kwargs, True)
+    x = torch.randn(batch, kwargs["dim"], H, W, device=DEVICE)
+    inputs = _kernel_inputs(m, x, monkeypatch)
+    tensors, args = inputs[:4], inputs[4:]
+    grad_out = torch.randn(*inputs[0].shape[:2], m.dim_head_v, device=DEVICE)
+    ref = _run(lambda *t: _reference(m, *t, *args), tensors, grad_out)
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert halo_kernels._config(81, m.window_size, 16, 16, torch.float32, backward=False)["PRECISION"] == "tf32"
+        ours = _run(lambda *t: halo_kernels.halo_attention(*t, *args), tensors, grad_out)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    for name, a, b in zip(["out", "grad q", "grad kv map", "grad rel_h", "grad rel_w"], ours, ref):
+        _assert_close(a, b, 1e-5 if DEVICE == "cpu" else 3e-3, f"tf32 {name}")
+
+
+@needs_kernel_device
 @pytest.mark.parametrize("mask_padding", [False, True], ids=["zero-halo", "masked"])
 def test_block_end_to_end_torch_vs_triton(case, mask_padding, monkeypatch):
     """The same block run with BACKBONES_KERNELS=torch and =triton: outputs (with and without autograd) and the
     gradients of the input and of every parameter (projections and relative-position tables) agree."""
     kwargs, batch, H, W = case
     m = _module(kwargs, mask_padding)
-    x = torch.randn(batch, kwargs["dim"], H, W)
+    x = torch.randn(batch, kwargs["dim"], H, W, device=DEVICE)
     stride = kwargs.get("stride", 1)
-    weight = torch.randn(batch, m.num_heads * m.dim_head_v, math.ceil(H / stride), math.ceil(W / stride))
+    weight = torch.randn(batch, m.num_heads * m.dim_head_v, math.ceil(H / stride), math.ceil(W / stride), device=DEVICE)
     results = {}
     for backend in ("torch", "triton"):
         monkeypatch.setenv("BACKBONES_KERNELS", backend)
@@ -168,12 +200,13 @@ def test_auto_mode_uses_torch_on_cpu(monkeypatch):
     ],
     ids=["float64", "wide-heads"],
 )
+@needs_kernel_device
 def test_forced_triton_unsupported_raises(kwargs, dtype, reason, monkeypatch):
-    m = HaloAttention(**kwargs).to(dtype)
-    x = torch.randn(1, kwargs["dim"], 4, 4, dtype=dtype)
+    m = HaloAttention(**kwargs, device=DEVICE, dtype=dtype)
+    x = torch.randn(1, kwargs["dim"], 4, 4, dtype=dtype, device=DEVICE)
     monkeypatch.setenv("BACKBONES_KERNELS", "auto")
     m(x)
-    assert m.last_kernel == "torch"
+    assert m.last_kernel == "torch"  # CPU tensors, or the unsupported option on CUDA
     monkeypatch.setenv("BACKBONES_KERNELS", "triton")
     with pytest.raises(RuntimeError, match=reason):
         m(x)
@@ -193,8 +226,8 @@ def test_kernel_rejects_inconsistent_shapes():
 @pytest.mark.parametrize("mask_padding", [False, True], ids=["zero-halo", "masked"])
 def test_cuda_auto_mode_uses_triton_and_matches_torch(dtype, tol, mask_padding, monkeypatch):
     """On CUDA the default (auto) picks the kernel; it matches the PyTorch path, forward and backward. Low
-    precision: both paths against the fp32 PyTorch path of the same weights (the kernel must be no worse than
-    ``tol`` relative to the largest value, and within tol of the low-precision PyTorch path)."""
+    precision: the kernel within ``tol`` (relative to the largest value) of the fp32 PyTorch path of the same
+    weights, and within 2 * tol of the low-precision PyTorch path."""
     kwargs = dict(dim=32, dim_out=48, num_heads=2, dim_head=8, block_size=8, halo_size=3, qkv_bias=True)
     for stride in (1, 2):
         m32 = _module(dict(kwargs, stride=stride), mask_padding).cuda()
@@ -216,4 +249,5 @@ def test_cuda_auto_mode_uses_triton_and_matches_torch(dtype, tol, mask_padding, 
         for name, ours, torch_lowp, ref in zip(names, results["auto"], results["torch"], results["ref"], strict=True):
             assert ours.dtype == dtype, name
             _assert_close(ours, ref, tol, f"stride {stride} {name} vs fp32")
-            _assert_close(ours, torch_lowp, tol, f"stride {stride} {name} vs torch {dtype}")
+            # both paths carry low-precision errors: twice the budget between them
+            _assert_close(ours, torch_lowp, 2 * tol, f"stride {stride} {name} vs torch {dtype}")

@@ -275,11 +275,13 @@ def _aggregate_torch(
     w_add: Tensor,
     ws: int,
     attn_drop: nn.Module,
+    w_add_bias: Tensor | None = None,
 ) -> Tensor:
     """PyTorch path of the attention core: (B, H, W, heads, hd) from the prepared inputs (see the module doc).
 
     ``q_scaled``, ``k``, ``v``: (B, H, W, heads, hd); ``k_pool``, ``v_pool``: (B, heads, Np, hd); ``pos_bias``:
-    (heads, H * W, Np); ``rel_local``: (heads, ws^2); ``w_add``: (B, H, W, heads, ws^2), added after the softmax.
+    (heads, H * W, Np); ``rel_local``: (heads, ws^2); ``w_add``: (B, H, W, heads, ws^2), added after the softmax
+    (plus ``w_add_bias``, (heads, ws^2), if given: the block adds tokens and bias in that order).
     """
     b, height, width, heads, hd = q_scaled.shape
     n = height * width
@@ -301,6 +303,8 @@ def _aggregate_torch(
     exp_pool = attn_drop(exp_pool)
 
     weight_local = attn_local + w_add
+    if w_add_bias is not None:
+        weight_local = weight_local + w_add_bias
     out = _NeighbourhoodAggregate.apply(weight_local, v.to(weight_local.dtype), ws)  # (B, H, W, heads, hd)
     out_pool = torch.matmul(exp_pool, v_pool.to(exp_pool.dtype))  # (B, heads, N, hd)
     out_pool = out_pool.transpose(1, 2).view(b, height, width, heads, hd) * inv_denom.unsqueeze(-1)
@@ -488,7 +492,7 @@ class AggregatedAttention(_CosineAttentionBase):
         pos_bias = self.position_bias(height, width)  # (heads, N, Hp * Wp)
         # Learnable tokens: a query-dependent, unnormalised addition to the neighbourhood weights.
         tokens = torch.einsum("bijhd,hdz->bijhz", q_norm, self.learnable_tokens.to(q_norm.dtype))
-        w_add = tokens + self.learnable_bias.view(heads, ws * ws).to(tokens.dtype)
+        token_bias = self.learnable_bias.view(heads, ws * ws).to(tokens.dtype)
 
         drop = self.training and self.attn_drop.p > 0
         unsupported = f"attn_drop={self.attn_drop.p} in training mode" if drop else None
@@ -496,13 +500,13 @@ class AggregatedAttention(_CosineAttentionBase):
             unsupported = f"dtype {q_scaled.dtype}"
         backend = select("AggregatedAttention", x, unsupported=unsupported)
         self.last_kernel = backend
-        args = (q_scaled, k, v, k_pool, v_pool, pos_bias, self.relative_pos_bias_local, w_add, ws)
+        args = (q_scaled, k, v, k_pool, v_pool, pos_bias, self.relative_pos_bias_local)
         if backend == "triton":
             from ..kernels.aggregated_attention import aggregated_attention
 
-            out = aggregated_attention(*args)
+            out = aggregated_attention(*args, tokens + token_bias, ws)
         else:
-            out = _aggregate_torch(*args, attn_drop=self.attn_drop)
+            out = _aggregate_torch(*args, tokens, ws, attn_drop=self.attn_drop, w_add_bias=token_bias)
         out = out.reshape(b, height, width, c)
         return self.proj_drop(self.proj(out))
 

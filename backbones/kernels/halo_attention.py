@@ -343,16 +343,17 @@ def _f32_operands(q: Tensor) -> bool:
 
 
 def _config(length: int, window: int, d_qk: int, d_v: int, dtype: torch.dtype, backward: bool) -> dict:
-    """Tile sizes and warps. Chosen so that ptxas (sm_90) reports no or few register spills at head widths 64 and
-    128 (not timed): tensor-core dots (fp16 / bf16 / TF32) take 64-query tiles; exact fp32 dots, which run on FMA
-    units, smaller tiles; the backward, holding more tiles live, 8 warps."""
+    """Tile sizes and warps, chosen from ptxas's register report for sm_90 (not timed on a GPU): no spills in the
+    forward and at most ~150 bytes in the backward for head widths up to 128 and windows up to 18. Tensor-core dots
+    (fp16 / bf16 / TF32) take 64-query tiles (32 in a backward with head widths above 64); exact fp32 dots, which
+    run on the FMA units and hold far more registers, 32 queries x 16 keys; the backward, more tiles live, 8 warps."""
     precision = dot_precision(dtype)
     if dtype == torch.float32 and precision == "ieee":
         max_m, keys = 32, 16
-    elif dtype == torch.float32 or backward:
-        max_m, keys = (32 if backward and dtype == torch.float32 else 64), 32
+    elif backward:
+        max_m, keys = (64 if dtype != torch.float32 and max(d_qk, d_v) <= 64 else 32), 32
     else:
-        max_m, keys = 64, 64
+        max_m, keys = 64, (32 if dtype == torch.float32 else 64)
     block_w = triton.next_power_of_2(window)
     return dict(
         BLOCK_M=min(max_m, block_dim(length)),

@@ -5,7 +5,8 @@ inputs, forward and the gradients of all eight tensor inputs, on maps whose bord
 H != W, window sizes 1 / 3 / 5, one pooled key, a non-power-of-two pooled count (2 x 3) and more pooled keys than
 one tile, head dims 24 and 40, strided (non-contiguous) views like the block's. Low precision: fp16 / bf16 inputs
 against the fp32 path on the same rounded inputs. Block level: one AggregatedAttention instance run with
-``BACKBONES_KERNELS=torch`` and ``=triton``; output and the gradients of the input and every parameter.
+``BACKBONES_KERNELS=torch`` and ``=triton``; output and the gradients of the input and every parameter, in fp32
+("extrapolate" and "interpolate" position bias, a fixed 1 x 1 pooled grid) and under autocast.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter (tests/conftest.py turns it on); with a
 GPU the same tests run on CUDA tensors. Triton's interpreter gets bf16 ``tl.dot`` wrong, so under it the kernel
@@ -113,6 +114,21 @@ def test_kernel_matches_torch_fp32(case):
     check_fwd_bwd(leaves(inputs), leaves(inputs), ws, tol=1e-5)
 
 
+def test_kernel_partial_grads_and_no_grad():
+    inputs = make_inputs(1, 4, 5, 2, 24, 3, 2)
+    ref = leaves(inputs)
+    test = [t.detach().to(DEVICE) for t in inputs]
+    for i in (0, 4, 7):  # q_scaled, v_pool, w_add only
+        test[i].requires_grad_()
+    out = kernel(test, 3)
+    grads = torch.autograd.grad(out.sum(), [test[0], test[4], test[7]])
+    expected = torch.autograd.grad(torch_core(ref, 3).sum(), [ref[0], ref[4], ref[7]])
+    for a, r in zip(grads, expected):
+        assert_close_scaled(a, r, 1e-5, "grad")
+    with torch.no_grad():
+        assert_close_scaled(kernel(test, 3), torch_core(ref, 3), 1e-5, "out (no_grad)")
+
+
 def test_kernel_can_fail():
     """The comparison is sensitive: a wrong window bias on one offset is caught."""
     inputs = make_inputs(1, 4, 5, 2, 24, 3, 2)
@@ -184,6 +200,25 @@ def test_block_end_to_end(case, monkeypatch):
     assert {"temperature", "cpb_fc1.weight", "pool_norm.weight", "learnable_tokens"} <= set(names)
     for name, a, r in zip(names, grads_k, grads_t):
         assert_close_scaled(a, r, 2e-5, f"grad {name}")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+def test_block_under_autocast(dtype, tol, monkeypatch):
+    """Mixed dtypes reach the kernel under autocast (fp32 queries / keys, low-precision values, bias, w)."""
+    torch.manual_seed(0)
+    attn = AggregatedAttention(48, num_heads=2, pool_ratio=4, pretrain_grid=8).to(DEVICE)
+    _randomize(attn)
+    x = torch.randn(1, 9, 7, 48, device=DEVICE)
+    out_32, grads_32 = run_block(attn, x, "torch", monkeypatch)
+    with torch.autocast(DEVICE, dtype=dtype):
+        out_amp, _ = run_block(attn, x, "torch", monkeypatch)
+        out, grads = run_block(attn, x, "triton", monkeypatch)
+    assert out.dtype == out_amp.dtype
+    assert_close_scaled(out, out_amp, tol, "out vs torch autocast")
+    assert_close_scaled(out, out_32, tol, "out vs fp32")
+    names = ["x"] + [n for n, _ in attn.named_parameters()]
+    for name, a, r in zip(names, grads, grads_32):
+        assert_close_scaled(a, r, 4 * tol, f"grad {name} vs fp32")
 
 
 def test_dispatch_auto_on_cpu_is_torch(monkeypatch):

@@ -48,9 +48,10 @@ from ._common import ACC_DTYPES, block_dim, dot_precision
 
 __all__ = ["aggregated_attention"]
 
-# Tile sizes and warps picked from ptxas' register report for sm_90 (no GPU timing was available): with 32 x 32
-# tiles and 8 warps neither kernel spills for fp32 / fp16 / bf16 (forward 80-128 registers, backward 146-194);
-# 64-row tiles or 4 warps push the backward to 255 registers and spills.
+# Tile sizes and warps picked from ptxas' register report for sm_90 (compiled without a GPU, head_dim 24, k = 3;
+# no timing was possible): with 32 x 32 tiles and 8 warps the forward takes 80-128 registers, the backward 146-194,
+# for fp32 / fp16 / bf16, without spills (16 bytes of stack in the fp32 forward); 64-row tiles bring the backward
+# to 249-255 registers, and 4 warps to 255 with spills.
 _NUM_WARPS = 8
 _NUM_STAGES = 2
 _BLOCK_M = 32  # query pixels per program

@@ -257,8 +257,9 @@ class HaloAttention(nn.Module):
         rel_h, rel_w = self._rel_logits(q, pad)
         q = q.reshape(n, bq * bq, d_qk)
 
-        # keys/values channels-last (B, heads, H, W, d), zero-padded, then every window gathered once by index
-        # (an index_select, whose backward is an index_add: far cheaper than unfold's)
+        # keys/values channels-last (B, heads, H, W, d), zero-padded; the PyTorch path then gathers every window once
+        # by index (an index_select, whose backward is an index_add: far cheaper than unfold's), the kernel reads them
+        # in place
         kv = self.kv(x).view(B, heads, d_qk + d_v, H, W).permute(0, 1, 3, 4, 2)
         kv = F.pad(kv, (0, 0) + pad)
         scale = 1.0 if self.scale_pos_embed else self.scale

@@ -25,8 +25,14 @@ dK = scale * dS^T q and dV = P^T dO are added into an fp32 gradient of the padde
 overlap through the halo), so their summation order -- and the last bits of those gradients -- is nondeterministic
 on a GPU. The caller's autograd then takes the map gradient back through its padding and projection.
 
+Strided queries (stride 2, even b) need nothing special: a block then has (b / 2)^2 queries, while its window is
+still the w x w rectangle at step b of the full-resolution map; likewise the average-pool variant is plain stride-1
+attention for the kernel.
+
 Matmul operands stay in the input dtype (fp16 / bf16 / fp32, TF32 only where torch allows it for fp32), P and dS
-are cast to the operand dtype before their products as flash attention does; every accumulation is fp32.
+are cast to the operand dtype before their products as flash attention does; every accumulation is fp32. Memory
+beyond the inputs: out, an fp32 log-sum-exp per query, and in the backward the fp32 map gradient. Under Triton's
+CPU interpreter (tests) bf16 operands are widened to fp32 right before each product, exactly (its bf16 dot is wrong).
 """
 
 from __future__ import annotations

@@ -504,6 +504,9 @@ class AggregatedAttention(_CosineAttentionBase):
         if backend == "triton":
             from ..kernels.aggregated_attention import aggregated_attention
 
+            if torch.is_autocast_enabled(x.device.type):  # F.normalize promotes to fp32; the kernel follows q's dtype
+                amp_dtype = torch.get_autocast_dtype(x.device.type)
+                args = (q_scaled.to(amp_dtype),) + args[1:]
             out = aggregated_attention(*args, tokens + token_bias, ws)
         else:
             out = _aggregate_torch(*args, tokens, ws, attn_drop=self.attn_drop, w_add_bias=token_bias)

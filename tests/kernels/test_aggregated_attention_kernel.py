@@ -204,7 +204,7 @@ def test_block_end_to_end(case, monkeypatch):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
 def test_block_under_autocast(dtype, tol, monkeypatch):
-    """Mixed dtypes reach the kernel under autocast (fp32 queries / keys, low-precision values, bias, w)."""
+    """Under autocast the block hands the kernel queries in the autocast dtype (F.normalize had promoted them)."""
     torch.manual_seed(0)
     attn = AggregatedAttention(48, num_heads=2, pool_ratio=4, pretrain_grid=8).to(DEVICE)
     _randomize(attn)

@@ -13,6 +13,7 @@ dS and everything else run as on a GPU. The native bf16 dot is covered by the CU
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -222,32 +223,37 @@ def test_kernel_rejects_inconsistent_shapes():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 8e-2)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 1e-2), (torch.bfloat16, 6e-2)])
 @pytest.mark.parametrize("mask_padding", [False, True], ids=["zero-halo", "masked"])
 def test_cuda_auto_mode_uses_triton_and_matches_torch(dtype, tol, mask_padding, monkeypatch):
-    """On CUDA the default (auto) picks the kernel; it matches the PyTorch path, forward and backward. Low
-    precision: the kernel within ``tol`` (relative to the largest value) of the fp32 PyTorch path of the same
-    weights, and within 2 * tol of the low-precision PyTorch path."""
+    """On CUDA the default (auto) picks the kernel and matches the PyTorch path, forward and backward.
+
+    Every output and gradient is compared with the PyTorch path run in fp32 on the same (rounded) weights and input,
+    within ``tol`` relative to the largest value; the outputs also with the PyTorch path in the same low precision
+    (2 * tol). Low-precision gradients are not compared with the low-precision PyTorch path directly: its backward
+    runs the softmax in fp16 / bf16 and is itself several % off (measured on CPU), more than the kernel."""
     kwargs = dict(dim=32, dim_out=48, num_heads=2, dim_head=8, block_size=8, halo_size=3, qkv_bias=True)
     for stride in (1, 2):
-        m32 = _module(dict(kwargs, stride=stride), mask_padding).cuda()
         m = _module(dict(kwargs, stride=stride), mask_padding).cuda().to(dtype)
-        x32 = torch.randn(2, 32, 21, 27, device="cuda")
-        weight = torch.randn(2, 48, math.ceil(21 / stride), math.ceil(27 / stride), device="cuda")
+        m32 = copy.deepcopy(m).float()
+        x = torch.randn(2, 32, 21, 27, device="cuda").to(dtype)
+        weight = torch.randn(2, 48, math.ceil(21 / stride), math.ceil(27 / stride), device="cuda").to(dtype)
         results = {}
-        for backend, module, x in (("auto", m, x32.to(dtype)), ("torch", m, x32.to(dtype)), ("ref", m32, x32)):
+        for backend, module, inp in (("auto", m, x), ("torch", m, x), ("ref", m32, x.float())):
             monkeypatch.setenv("BACKBONES_KERNELS", "torch" if backend == "ref" else backend)
             module.zero_grad()
-            xg = x.clone().requires_grad_()
+            xg = inp.clone().requires_grad_()
             out = module(xg)
             assert module.last_kernel == ("triton" if backend == "auto" else "torch")
             (out * weight.to(out.dtype)).sum().backward()
             with torch.no_grad():
-                inference = module(x)
+                inference = module(inp)
             results[backend] = [out.detach(), inference, xg.grad] + [p.grad for p in module.parameters()]
         names = ["out", "no-grad out", "x"] + [n for n, _ in m.named_parameters()]
-        for name, ours, torch_lowp, ref in zip(names, results["auto"], results["torch"], results["ref"], strict=True):
+        for i, (name, ours, torch_lowp, ref) in enumerate(
+            zip(names, results["auto"], results["torch"], results["ref"], strict=True)
+        ):
             assert ours.dtype == dtype, name
             _assert_close(ours, ref, tol, f"stride {stride} {name} vs fp32")
-            # both paths carry low-precision errors: twice the budget between them
-            _assert_close(ours, torch_lowp, 2 * tol, f"stride {stride} {name} vs torch {dtype}")
+            if i < 2:
+                _assert_close(ours, torch_lowp, 2 * tol, f"stride {stride} {name} vs torch {dtype}")

@@ -286,6 +286,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise SystemExit("tools/benchmark.py: --device cuda, but torch.cuda.is_available() is False")
     if args.dtype == "fp16" and device.type != "cuda":
         raise SystemExit("tools/benchmark.py: --dtype fp16 needs CUDA; use bf16 on CPU")
+    if "triton" in kernel_choices and device.type != "cuda":
+        from backbones.kernels import interpreter_enabled
+
+        if not interpreter_enabled():
+            raise SystemExit("tools/benchmark.py: --kernels triton needs --device cuda (on CPU tensors Triton runs "
+                             "only under its interpreter, TRITON_INTERPRET=1, which is for tests, not timings)")
     modes = ["infer", "train"] if args.mode == "both" else [args.mode]
     if args.fuse and "train" in modes:
         raise SystemExit("tools/benchmark.py: --fuse folds BatchNorm for inference; use --mode infer")

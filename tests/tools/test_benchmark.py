@@ -118,3 +118,25 @@ def test_kernels_flag_errors(bench_tool):
 def test_unknown_model(bench_tool):
     with pytest.raises(SystemExit, match="unknown model 'test_resnett'"):
         bench_tool.main(["test_resnett", *TINY])
+
+
+def test_kernels_compare_on_a_real_sparse_mixer(bench_tool):
+    """--kernels torch triton on a (reduced) TransNeXt: the triton rows really ran the aggregated-attention kernel
+    (under Triton's interpreter on CPU here, which tests/conftest.py turns on without a GPU)."""
+    from backbones.kernels import interpreter_enabled
+
+    if not (interpreter_enabled() or torch.cuda.is_available()):
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    small = {"embed_dims": [24, 48, 72, 96], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 4]}
+    rows = bench_tool.main(["transnext_micro", "--kernels", "torch", "triton", "--mode", "both", "--flops", "none",
+                            "--model-kwargs", json.dumps(small), "--img-size", "32", "--batch-size", "1",
+                            "--repeats", "1", "--warmup", "0", "--no-progress"])
+    assert [(r["impl"], r["kernels"]) for r in rows] == [
+        ("ours[torch]", "torch"), ("ours[triton]", "triton")] * 2
+    assert rows[1]["ratio"] > 0 and rows[0]["ratio"] is None
+
+
+def test_kernels_triton_on_cpu_without_interpreter(bench_tool, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(SystemExit, match="--kernels triton needs --device cuda"):
+        bench_tool.main(["test_vit", "--kernels", "triton", "--device", "cpu", *TINY])

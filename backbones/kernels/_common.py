@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import triton
 
-__all__ = ["ACC_DTYPES", "block_dim", "dot_precision"]
+__all__ = ["ACC_DTYPES", "block_dim", "dot_precision", "widen_bf16_dots"]
 
 # Dtypes the kernels take; accumulation is fp32 for all of them.
 ACC_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -21,3 +21,13 @@ def dot_precision(dtype: torch.dtype) -> str:
     if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
     return "ieee"
+
+
+def widen_bf16_dots(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether bf16 ``tl.dot`` operands go to fp32 first: only on CPU tensors, i.e. under Triton's interpreter, whose
+    bf16 products are wrong (Triton 3.9); exact for bf16 values and still fp32 accumulation. Never on a GPU.
+
+    Read through this module (``_common.widen_bf16_dots``) so that ``tools/compile_kernels.py`` can compile the GPU
+    variant from CPU tensors.
+    """
+    return dtype == torch.bfloat16 and device.type == "cpu"

@@ -44,6 +44,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import _common
 from ._common import ACC_DTYPES, block_dim, dot_precision
 
 __all__ = ["aggregated_attention"]
@@ -286,7 +287,7 @@ def _config(
         PRECISION=dot_precision(dtype),
         # Triton's CPU interpreter multiplies bf16 tiles wrongly in tl.dot (checked with Triton 3.9): there the
         # operands go to fp32 first, which is exact for bf16 products and keeps fp32 accumulation as on a GPU.
-        UPCAST=dtype == torch.bfloat16 and device.type == "cpu",
+        UPCAST=_common.widen_bf16_dots(dtype, device),
     )
 
 

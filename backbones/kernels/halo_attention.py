@@ -42,6 +42,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from . import _common
 from ._common import ACC_DTYPES, block_dim, dot_precision
 
 __all__ = ["halo_attention"]
@@ -345,7 +346,7 @@ def _halo_bwd_kernel(
 
 def _f32_operands(q: Tensor) -> bool:
     """Widen bf16 matmul operands under Triton's interpreter (CPU tensors), whose bf16 ``tl.dot`` is wrong."""
-    return q.dtype == torch.bfloat16 and q.device.type == "cpu"
+    return _common.widen_bf16_dots(q.dtype, q.device)
 
 
 def _config(length: int, window: int, d_qk: int, d_v: int, dtype: torch.dtype, backward: bool) -> dict:

@@ -54,7 +54,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import interpreter_enabled
+from . import _common
 from ._common import ACC_DTYPES, block_dim, dot_precision
 
 __all__ = ["routed_attention"]
@@ -309,7 +309,7 @@ def _bwd_dkdv_kernel(
 class _Config:
     """Tile sizes and launch parameters of one call (host side)."""
 
-    def __init__(self, n: int, n_kv: int, d_qk: int, d_v: int, dtype: torch.dtype):
+    def __init__(self, n: int, n_kv: int, d_qk: int, d_v: int, dtype: torch.dtype, device: torch.device):
         self.block_dqk = block_dim(d_qk)
         self.block_dv = block_dim(d_v)
         # Sizes that ptxas (sm_90, Triton 3.9) compiles for all three kernels without register spills: fp32 tiles
@@ -324,7 +324,7 @@ class _Config:
         self.precision = dot_precision(dtype)
         # Triton's CPU interpreter multiplies bf16 tiles wrongly in tl.dot: there (tests only) the bf16 tiles are
         # widened to fp32 just for the products; loads, stores and the P / dS casts stay bf16. GPUs never upcast.
-        self.upcast = dtype == torch.bfloat16 and interpreter_enabled()
+        self.upcast = _common.widen_bf16_dots(dtype, device)
 
 
 def _mask_args(mask: Tensor | None, nb: int, topk: int, n_kv: int) -> tuple[Tensor | None, tuple[int, int, int, int]]:
@@ -355,7 +355,7 @@ class _RoutedAttentionFn(torch.autograd.Function):
         c = width - qk_dim
         topk = rows.shape[1]
         d_qk, d_v = qk_dim // heads, c // heads
-        cfg = _Config(n, n_kv, d_qk, d_v, q.dtype)
+        cfg = _Config(n, n_kv, d_qk, d_v, q.dtype, q.device)
         out = torch.empty(nb, n, c, device=q.device, dtype=q.dtype)
         lse = torch.empty(nb, heads, n, device=q.device, dtype=torch.float32)
         dummy = rows  # any tensor stands in for an absent optional input (never read)

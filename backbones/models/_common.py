@@ -9,7 +9,7 @@ import torch
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
-__all__ = ["StageFeaturesMixin", "check_input", "unwrap_state_dict", "load_state_dict_checked", "load_checkpoint"]
+__all__ = ["StagedModelMixin", "check_input", "unwrap_state_dict", "load_state_dict_checked", "load_checkpoint"]
 
 
 def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> None:
@@ -122,14 +122,16 @@ def load_checkpoint(
     return load_state_dict_checked(model, sd, strict=strict)
 
 
-class StageFeaturesMixin:
-    """timm's ``forward_intermediates`` / ``prune_intermediate_layers`` for a model built as stem -> stages -> norm.
+class StagedModelMixin:
+    """The timm model API shared by every family built as stem -> stages -> final norm -> classifier head.
 
-    The model names its parts through class attributes: ``_family`` (for messages), ``_stages_attr`` (the
-    ``nn.Sequential`` of stages), ``_stem_attr`` (None: the first stage takes the image), ``_norm_attr`` (the final
+    ``forward_intermediates`` / ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``get_classifier``,
+    ``reset_classifier`` and an empty ``no_weight_decay``. The model names its parts through class attributes:
+    ``_family`` (for messages), ``_stages_attr`` (the ``nn.Sequential`` of stages, each with its own
+    ``set_grad_checkpointing``), ``_stem_attr`` (None: the first stage takes the image), ``_norm_attr`` (the final
     norm, None if there is none), ``_nhwc_stages`` (stages pass channels-last maps; 'NHWC' output is then offered
-    too) and ``_reset_other`` (whether pruning the head also drops the head's own norm/pre-logits). A model that
-    runs a stage differently (e.g. checkpointed) overrides :meth:`_run_stage`.
+    too). ``self.head`` is a timm ``ClassifierHead`` or ``NormMlpClassifierHead``. A model that runs a stage
+    differently (e.g. checkpointed) overrides :meth:`_run_stage`.
     """
 
     _family = "model"
@@ -137,7 +139,33 @@ class StageFeaturesMixin:
     _stem_attr: str | None = "stem"
     _norm_attr: str | None = "norm"
     _nhwc_stages = False
-    _reset_other = False
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in getattr(self, self._stages_attr):
+            stage.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
+        param = next(self.parameters())
+        self.num_classes = num_classes
+        self.head.reset(
+            num_classes,
+            pool_type=global_pool,
+            reset_other=reset_other,  # NormMlpClassifierHead: drop its norm / pre-logits too; a no-op otherwise
+            in_features=self.num_features,
+            device=param.device,
+            dtype=param.dtype,
+        )
+        self.head_hidden_size = self.head.num_features
 
     def _run_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
         return stage(x)
@@ -199,8 +227,5 @@ class StageFeaturesMixin:
         if truncated:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
         if prune_head or truncated:
-            if self._reset_other:
-                self.reset_classifier(0, "", reset_other=True)
-            else:
-                self.reset_classifier(0, "")
+            self.reset_classifier(0, "", reset_other=True)
         return take_indices

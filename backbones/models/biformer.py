@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.bilevel_routing_attention import BiLevelRoutingAttention
-from ._common import StageFeaturesMixin, check_input, load_checkpoint, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, load_checkpoint, unwrap_state_dict
 
 __all__ = ["BiFormer", "checkpoint_filter_fn", "biformer_tiny", "biformer_small", "biformer_base"]
 
@@ -213,7 +213,7 @@ class BiFormerStage(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class BiFormer(StageFeaturesMixin, nn.Module):
+class BiFormer(StagedModelMixin, nn.Module):
     """BiFormer (see the module docstring).
 
     Args:
@@ -319,10 +319,6 @@ class BiFormer(StageFeaturesMixin, nn.Module):
         self.apply(_init_weights)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         if coarse:
             blocks = [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
@@ -333,23 +329,6 @@ class BiFormer(StageFeaturesMixin, nn.Module):
                 (r"^norm", (99999,)),
             ]
         return dict(stem=r"^stem", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.set_grad_checkpointing(enable)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        param = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.reset(
-            num_classes, pool_type=global_pool, in_features=self.num_features, device=param.device, dtype=param.dtype
-        )
 
     def load_pretrained(self, checkpoint_path: str) -> None:
         """Load released weights (timm ``custom_load``); a classifier of another size keeps its initialisation."""

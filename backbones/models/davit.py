@@ -50,7 +50,7 @@ from ..blocks._windows import pad_to_multiple
 from ..blocks.channel_attention import ChannelAttention
 from ..blocks.conv_pos_enc import ConvPosEnc
 from ..blocks.window_attention import WindowAttention
-from ._common import StageFeaturesMixin, check_input, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, unwrap_state_dict
 
 __all__ = [
     "DaVit",
@@ -255,7 +255,7 @@ class DaVitStage(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class DaVit(StageFeaturesMixin, nn.Module):
+class DaVit(StagedModelMixin, nn.Module):
     """Dual Attention Vision Transformer (timm-compatible; see the module docstring for what differs).
 
     Args:
@@ -284,7 +284,6 @@ class DaVit(StageFeaturesMixin, nn.Module):
 
     _family = "DaVit"
     _norm_attr = "norm_pre"
-    _reset_other = True
 
     def __init__(
         self,
@@ -374,10 +373,6 @@ class DaVit(StageFeaturesMixin, nn.Module):
         self.apply(_init_weights)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         if coarse:
             blocks = [(r"^stages\.(\d+)", None), (r"^norm_pre", (99999,))]
@@ -388,29 +383,6 @@ class DaVit(StageFeaturesMixin, nn.Module):
                 (r"^norm_pre", (99999,)),
             ]
         return dict(stem=r"^stem", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.set_grad_checkpointing(enable)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
-        param = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.reset(
-            num_classes,
-            global_pool,
-            reset_other=reset_other,
-            in_features=self.num_features,
-            device=param.device,
-            dtype=param.dtype,
-        )
-        self.head_hidden_size = self.head.num_features
 
     def _run_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from .._registry import register_model
 from ..blocks import FocalModulation
 from ..blocks._windows import pad_to_multiple
-from ._common import StageFeaturesMixin, check_input, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, unwrap_state_dict
 
 __all__ = [
     "FocalNet",
@@ -259,7 +259,7 @@ class FocalNetStage(nn.Module):
         return x
 
 
-class FocalNet(StageFeaturesMixin, nn.Module):
+class FocalNet(StagedModelMixin, nn.Module):
     """Focal Modulation Network (timm-compatible; see the module docstring for what differs).
 
     Args:
@@ -288,7 +288,6 @@ class FocalNet(StageFeaturesMixin, nn.Module):
 
     _family = "FocalNet"
     _stages_attr = "layers"
-    _reset_other = True
 
     def __init__(
         self,
@@ -377,10 +376,6 @@ class FocalNet(StageFeaturesMixin, nn.Module):
             _init_weights(module, name, head_init_scale)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         if coarse:
             blocks = [(r"^layers\.(\d+)", None), (r"^norm", (99999,))]
@@ -391,29 +386,6 @@ class FocalNet(StageFeaturesMixin, nn.Module):
                 (r"^norm", (99999,)),
             ]
         return dict(stem=r"^stem", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.layers:
-            stage.set_grad_checkpointing(enable)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
-        param = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.reset(
-            num_classes,
-            pool_type=global_pool,
-            reset_other=reset_other,
-            in_features=self.num_features,
-            device=param.device,
-            dtype=param.dtype,
-        )
-        self.head_hidden_size = self.head.num_features
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)

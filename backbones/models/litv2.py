@@ -47,7 +47,7 @@ from .._registry import register_model
 from ..blocks.conv_ffn import ConvFFN
 from ..blocks.deformable_token_merging import DeformableTokenMerging
 from ..blocks.hilo_attention import HiLoAttention
-from ._common import StageFeaturesMixin, check_input, load_checkpoint, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, load_checkpoint, unwrap_state_dict
 
 __all__ = ["LITv2", "checkpoint_filter_fn", "litv2_small", "litv2_medium", "litv2_base"]
 
@@ -197,7 +197,7 @@ class LITv2Stage(nn.Module):
         return x
 
 
-class LITv2(StageFeaturesMixin, nn.Module):
+class LITv2(StagedModelMixin, nn.Module):
     """LITv2 classifier / backbone (see the module docstring).
 
     Args:
@@ -305,10 +305,6 @@ class LITv2(StageFeaturesMixin, nn.Module):
             _init_weights(module)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         if coarse:
             blocks = [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
@@ -319,23 +315,6 @@ class LITv2(StageFeaturesMixin, nn.Module):
                 (r"^norm", (99999,)),
             ]
         return dict(stem=r"^stem", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.set_grad_checkpointing(enable)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        param = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.reset(
-            num_classes, pool_type=global_pool, in_features=self.num_features, device=param.device, dtype=param.dtype
-        )
 
     def load_pretrained(self, checkpoint_path: str) -> None:
         """Load a released ziplab/LITv2 file (timm ``custom_load``); a classifier of another size keeps its init,

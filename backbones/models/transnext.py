@@ -43,7 +43,7 @@ from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.aggregated_attention import AggregatedAttention, LengthScaledAttention, PosBiasMode
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
-from ._common import StageFeaturesMixin, check_input, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, unwrap_state_dict
 
 __all__ = [
     "TransNeXt",
@@ -188,6 +188,9 @@ class TransNeXtStage(nn.Module):
         )
         self.norm = norm_layer(dim, **dd)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)  # (B, H, W, C)
         for block in self.blocks:
@@ -198,7 +201,7 @@ class TransNeXtStage(nn.Module):
         return self.norm(x).permute(0, 3, 1, 2)
 
 
-class TransNeXt(StageFeaturesMixin, nn.Module):
+class TransNeXt(StagedModelMixin, nn.Module):
     """TransNeXt (see the module docstring).
 
     Args:
@@ -326,23 +329,6 @@ class TransNeXt(StageFeaturesMixin, nn.Module):
                 (r"^stages\.(\d+)\.norm", (99999,)),
             ]
         return dict(stem=r"^stages\.0\.downsample", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        param = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.reset(
-            num_classes, pool_type=global_pool, in_features=self.num_features, device=param.device, dtype=param.dtype
-        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(x)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
-__all__ = ["StagedModelMixin", "check_input", "unwrap_state_dict", "load_state_dict_checked", "load_checkpoint"]
+__all__ = [
+    "StagedModelMixin", "check_input", "load_checkpoint", "load_state_dict_checked", "per_stage", "unwrap_state_dict",
+]
 
 
 def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> None:
@@ -34,6 +36,16 @@ def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> None:
             f"{model}: input of {h}x{w} is too small; H and W must be at least {min_size} "
             f"(the network's total stride), got x of shape {tuple(x.shape)}"
         )
+
+
+def per_stage(value: Any, num_stages: int, name: str, model: str) -> tuple:
+    """One value per stage: a single value (not a sequence) is repeated, a sequence must have ``num_stages`` items."""
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return (value,) * num_stages
+    values = tuple(value)
+    if len(values) != num_stages:
+        raise ValueError(f"{model}: {name} needs one value per stage ({num_stages}), got {values!r}")
+    return values
 
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "teacher")

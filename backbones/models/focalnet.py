@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from .._registry import register_model
 from ..blocks import FocalModulation
 from ..blocks._windows import pad_to_multiple
-from ._common import StagedModelMixin, check_input
+from ._common import StagedModelMixin, check_input, per_stage
 from ._focalnet_checkpoint import checkpoint_filter_fn
 
 __all__ = [
@@ -65,15 +65,6 @@ __all__ = [
 ]
 
 _layer_norm_2d = partial(LayerNorm2d, eps=1e-5)  # FocalNet's LayerNorm eps (timm's LayerNorm2d default is 1e-6)
-
-
-def _per_stage(value: int | Sequence[int], num_stages: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * num_stages
-    value = tuple(value)
-    if len(value) != num_stages:
-        raise ValueError(f"{name} needs one value per stage ({num_stages}), got {value}")
-    return value
 
 
 class Downsample(nn.Module):
@@ -315,8 +306,8 @@ class FocalNet(StagedModelMixin, nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         num_stages = len(depths)
-        focal_levels = _per_stage(focal_levels, num_stages, "focal_levels")
-        focal_windows = _per_stage(focal_windows, num_stages, "focal_windows")
+        focal_levels = per_stage(focal_levels, num_stages, "focal_levels", "FocalNet")
+        focal_windows = per_stage(focal_windows, num_stages, "focal_windows", "FocalNet")
         dims = [embed_dim * 2**i for i in range(num_stages)]
         self.num_classes = num_classes
         self.in_chans = in_chans

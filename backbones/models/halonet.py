@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from .._registry import register_model
 from ..blocks.halo_attention import HaloAttention
-from ._common import check_input
+from ._common import check_input, per_stage
 
 __all__ = [
     "HaloNet",
@@ -66,13 +66,6 @@ __all__ = [
 ]
 
 _TOTAL_STRIDE = 32
-
-
-def _per_stage(value: Any, num_stages: int, name: str) -> tuple:
-    values = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,) * num_stages
-    if len(values) != num_stages:
-        raise ValueError(f"HaloNet: {name} needs one value per stage ({num_stages}), got {value!r}")
-    return values
 
 
 def _shortcut(in_chs: int, out_chs: int, stride: int, conv: Any) -> nn.Module:
@@ -286,8 +279,8 @@ class HaloNet(nn.Module):
         num_stages = len(layouts)
         if num_stages != 4 or len(widths) != 4 or any(not s or set(s) - {"A", "B"} for s in layouts):
             raise ValueError(f"HaloNet: need 4 stage layouts of 'A'/'B' blocks and 4 widths, got {layouts}, {widths}")
-        bottle_ratios = _per_stage(bottle_ratios, num_stages, "bottle_ratios")
-        num_heads = _per_stage(num_heads, num_stages, "num_heads")
+        bottle_ratios = per_stage(bottle_ratios, num_stages, "bottle_ratios", "HaloNet")
+        num_heads = per_stage(num_heads, num_stages, "num_heads", "HaloNet")
         act = get_act_layer(act_layer)
         conv = partial(ConvNormAct, act_layer=act, **dd)
         self.num_classes = num_classes

@@ -47,19 +47,11 @@ from .._registry import register_model
 from ..blocks.conv_ffn import ConvFFN
 from ..blocks.deformable_token_merging import DeformableTokenMerging
 from ..blocks.hilo_attention import HiLoAttention
-from ._common import StagedModelMixin, check_input, load_checkpoint, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, load_checkpoint, per_stage, unwrap_state_dict
 
 __all__ = ["LITv2", "checkpoint_filter_fn", "litv2_small", "litv2_medium", "litv2_base"]
 
 _layer_norm = partial(nn.LayerNorm, eps=1e-5)  # LITv2 uses nn.LayerNorm's default eps everywhere
-
-
-def _per_stage(value: Any, num_stages: int, name: str) -> tuple:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != num_stages:
-            raise ValueError(f"LITv2: {name} needs one value per stage ({num_stages}), got {tuple(value)}")
-        return tuple(value)
-    return (value,) * num_stages
 
 
 class Stem(nn.Module):
@@ -254,9 +246,9 @@ class LITv2(StagedModelMixin, nn.Module):
         dims = [embed_dim * 2**i for i in range(num_stages)]
         if num_heads is None:
             num_heads = [max(1, d // head_dim) for d in dims]
-        num_heads = _per_stage(num_heads, num_stages, "num_heads")
-        attn_stages = _per_stage(attn_stages, num_stages, "attn_stages")
-        window_sizes = _per_stage(window_sizes, num_stages, "window_sizes")
+        num_heads = per_stage(num_heads, num_stages, "num_heads", "LITv2")
+        attn_stages = per_stage(attn_stages, num_stages, "attn_stages", "LITv2")
+        window_sizes = per_stage(window_sizes, num_stages, "window_sizes", "LITv2")
         for i in range(num_stages):
             if attn_stages[i] and window_sizes[i] < 1:
                 raise ValueError(f"LITv2: stage {i} has attention and needs window_sizes[{i}] >= 1, got {window_sizes}")

@@ -43,7 +43,7 @@ from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.aggregated_attention import AggregatedAttention, LengthScaledAttention, PosBiasMode
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
-from ._common import StagedModelMixin, check_input, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, per_stage, unwrap_state_dict
 
 __all__ = [
     "TransNeXt",
@@ -57,15 +57,6 @@ __all__ = [
 # Parameter names the official recipes exclude from weight decay (besides 1-D parameters).
 NO_WEIGHT_DECAY_KEYWORDS = ("query_embedding", "relative_pos_bias_local", "cpb", "temperature")
 _LAYER_NORM_1E6 = partial(nn.LayerNorm, eps=1e-6)
-
-
-def _per_stage(value: Any, num_stages: int, name: str) -> tuple:
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        return (value,) * num_stages
-    value = tuple(value)
-    if len(value) != num_stages:
-        raise ValueError(f"{name} needs one value per stage ({num_stages}), got {value}")
-    return value
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -261,11 +252,11 @@ class TransNeXt(StagedModelMixin, nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         num_stages = len(depths)
-        embed_dims = _per_stage(embed_dims, num_stages, "embed_dims")
-        num_heads = _per_stage(num_heads, num_stages, "num_heads")
-        mlp_ratios = _per_stage(mlp_ratios, num_stages, "mlp_ratios")
-        window_sizes = _per_stage(window_sizes, num_stages, "window_sizes")
-        pool_ratios = _per_stage(pool_ratios, num_stages, "pool_ratios")
+        embed_dims = per_stage(embed_dims, num_stages, "embed_dims", "TransNeXt")
+        num_heads = per_stage(num_heads, num_stages, "num_heads", "TransNeXt")
+        mlp_ratios = per_stage(mlp_ratios, num_stages, "mlp_ratios", "TransNeXt")
+        window_sizes = per_stage(window_sizes, num_stages, "window_sizes", "TransNeXt")
+        pool_ratios = per_stage(pool_ratios, num_stages, "pool_ratios", "TransNeXt")
         img_size = _pair(img_size, "img_size")
         pretrain_size = _pair(pretrain_size, "pretrain_size")
         self.num_classes = num_classes

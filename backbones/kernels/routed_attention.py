@@ -72,6 +72,25 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _kv_tile(kv_base, offs_j, j_ok, k_col, v_col, dk_ok, dv_ok, skv_j, skv_c):
+    """The k and v tiles of keys ``offs_j`` of one region (rows of ``kv_base``), zero past the edges."""
+    rows = kv_base + offs_j[:, None] * skv_j
+    k = tl.load(rows + k_col[None, :] * skv_c, mask=j_ok[:, None] & dk_ok[None, :], other=0.0)
+    v = tl.load(rows + v_col[None, :] * skv_c, mask=j_ok[:, None] & dv_ok[None, :], other=0.0)
+    return k, v
+
+
+@triton.jit
+def _key_valid(MASK, r, t, row, offs_j, j_ok, sm_r, sm_t, sm_row, sm_j, HAS_MASK: tl.constexpr):
+    """Which keys ``offs_j`` of routed region ``row`` (slot t of query region r) take part in the softmax."""
+    valid = j_ok
+    if HAS_MASK:
+        keep = tl.load(MASK + r * sm_r + t * sm_t + row * sm_row + offs_j * sm_j, mask=j_ok, other=0)
+        valid = valid & (keep != 0)
+    return valid
+
+
+@triton.jit
 def _fwd_kernel(
     Q, KV, ROWS, W, MASK, O, LSE,
     sq_r, sq_i, sq_c,
@@ -113,20 +132,8 @@ def _fwd_kernel(
         for j0 in range(0, n_kv, BLOCK_N):
             offs_j = j0 + offs_n
             j_ok = offs_j < n_kv
-            k = tl.load(
-                kv_base + offs_j[:, None] * skv_j + k_col[None, :] * skv_c,
-                mask=j_ok[:, None] & dk_ok[None, :],
-                other=0.0,
-            )
-            v = tl.load(
-                kv_base + offs_j[:, None] * skv_j + v_col[None, :] * skv_c,
-                mask=j_ok[:, None] & dv_ok[None, :],
-                other=0.0,
-            )
-            valid = j_ok
-            if HAS_MASK:
-                keep = tl.load(MASK + r * sm_r + t * sm_t + row * sm_row + offs_j * sm_j, mask=j_ok, other=0)
-                valid = valid & (keep != 0)
+            k, v = _kv_tile(kv_base, offs_j, j_ok, k_col, v_col, dk_ok, dv_ok, skv_j, skv_c)
+            valid = _key_valid(MASK, r, t, row, offs_j, j_ok, sm_r, sm_t, sm_row, sm_j, HAS_MASK)
             s = _dot(q, tl.trans(k), PRECISION, UPCAST) * (scale2 * w)
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -197,20 +204,8 @@ def _bwd_dq_kernel(
         for j0 in range(0, n_kv, BLOCK_N):
             offs_j = j0 + offs_n
             j_ok = offs_j < n_kv
-            k = tl.load(
-                kv_base + offs_j[:, None] * skv_j + k_col[None, :] * skv_c,
-                mask=j_ok[:, None] & dk_ok[None, :],
-                other=0.0,
-            )
-            v = tl.load(
-                kv_base + offs_j[:, None] * skv_j + v_col[None, :] * skv_c,
-                mask=j_ok[:, None] & dv_ok[None, :],
-                other=0.0,
-            )
-            valid = j_ok
-            if HAS_MASK:
-                keep = tl.load(MASK + r * sm_r + t * sm_t + row * sm_row + offs_j * sm_j, mask=j_ok, other=0)
-                valid = valid & (keep != 0)
+            k, v = _kv_tile(kv_base, offs_j, j_ok, k_col, v_col, dk_ok, dv_ok, skv_j, skv_c)
+            valid = _key_valid(MASK, r, t, row, offs_j, j_ok, sm_r, sm_t, sm_row, sm_j, HAS_MASK)
             qk = _dot(q, tl.trans(k), PRECISION, UPCAST)
             s = tl.where(valid[None, :], qk * (scale2 * w), float("-inf"))
             p = tl.exp2(s - lse[:, None])
@@ -256,12 +251,7 @@ def _bwd_dkdv_kernel(
     v_col = qk_dim + h * d_v + offs_dv
 
     kv_base = KV + kr * skv_r
-    k = tl.load(
-        kv_base + offs_j[:, None] * skv_j + k_col[None, :] * skv_c, mask=j_ok[:, None] & dk_ok[None, :], other=0.0
-    )
-    v = tl.load(
-        kv_base + offs_j[:, None] * skv_j + v_col[None, :] * skv_c, mask=j_ok[:, None] & dv_ok[None, :], other=0.0
-    )
+    k, v = _kv_tile(kv_base, offs_j, j_ok, k_col, v_col, dk_ok, dv_ok, skv_j, skv_c)
     dk = tl.zeros([BLOCK_N, BLOCK_DQK], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     start = tl.load(CSR_START + kr)
@@ -273,10 +263,7 @@ def _bwd_dkdv_kernel(
         w = 1.0
         if HAS_W:
             w = tl.load(W + entry).to(tl.float32)
-        valid = j_ok
-        if HAS_MASK:
-            keep = tl.load(MASK + r * sm_r + t * sm_t + kr * sm_row + offs_j * sm_j, mask=j_ok, other=0)
-            valid = valid & (keep != 0)
+        valid = _key_valid(MASK, r, t, kr, offs_j, j_ok, sm_r, sm_t, sm_row, sm_j, HAS_MASK)
         rh = r * HEADS + h
         for m0 in range(0, n, BLOCK_M):
             offs_m = m0 + offs_mm

@@ -10,7 +10,13 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 __all__ = [
-    "StagedModelMixin", "check_input", "load_checkpoint", "load_state_dict_checked", "per_stage", "unwrap_state_dict",
+    "ClassifierHeadMixin",
+    "StagedModelMixin",
+    "check_input",
+    "load_checkpoint",
+    "load_state_dict_checked",
+    "per_stage",
+    "unwrap_state_dict",
 ]
 
 
@@ -134,33 +140,13 @@ def load_checkpoint(
     return load_state_dict_checked(model, sd, strict=strict)
 
 
-class StagedModelMixin:
-    """The timm model API shared by every family built as stem -> stages -> final norm -> classifier head.
-
-    ``forward_intermediates`` / ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``get_classifier``,
-    ``reset_classifier`` and an empty ``no_weight_decay``. The model names its parts through class attributes:
-    ``_family`` (for messages), ``_stages_attr`` (the ``nn.Sequential`` of stages, each with its own
-    ``set_grad_checkpointing``), ``_stem_attr`` (None: the first stage takes the image), ``_norm_attr`` (the final
-    norm, None if there is none), ``_nhwc_stages`` (stages pass channels-last maps; 'NHWC' output is then offered
-    too). ``self.head`` is a timm ``ClassifierHead`` or ``NormMlpClassifierHead``. A model that runs a stage
-    differently (e.g. checkpointed) overrides :meth:`_run_stage`.
-    """
-
-    _family = "model"
-    _stages_attr = "stages"
-    _stem_attr: str | None = "stem"
-    _norm_attr: str | None = "norm"
-    _nhwc_stages = False
+class ClassifierHeadMixin:
+    """``no_weight_decay`` (empty), ``get_classifier`` and ``reset_classifier`` of a model whose ``self.head`` is a
+    timm ``ClassifierHead`` / ``NormMlpClassifierHead`` fed ``self.num_features`` channels."""
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return set()
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in getattr(self, self._stages_attr):
-            stage.set_grad_checkpointing(enable)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -178,6 +164,30 @@ class StagedModelMixin:
             dtype=param.dtype,
         )
         self.head_hidden_size = self.head.num_features
+
+
+class StagedModelMixin(ClassifierHeadMixin):
+    """The timm model API shared by every family built as stem -> stages -> final norm -> classifier head.
+
+    On top of :class:`ClassifierHeadMixin`: ``forward_intermediates`` / ``prune_intermediate_layers`` and
+    ``set_grad_checkpointing``. The model names its parts through class attributes: ``_family`` (for messages),
+    ``_stages_attr`` (the ``nn.Sequential`` of stages, each with its own ``set_grad_checkpointing``), ``_stem_attr``
+    (None: the first stage takes the image), ``_norm_attr`` (the final norm, None if there is none) and
+    ``_nhwc_stages`` (stages pass channels-last maps; 'NHWC' output is then offered too). A model that runs a stage
+    differently (e.g. checkpointed) overrides :meth:`_run_stage`.
+    """
+
+    _family = "model"
+    _stages_attr = "stages"
+    _stem_attr: str | None = "stem"
+    _norm_attr: str | None = "norm"
+    _nhwc_stages = False
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in getattr(self, self._stages_attr):
+            stage.set_grad_checkpointing(enable)
 
     def _run_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
         return stage(x)

@@ -41,7 +41,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .._registry import register_model
-from ._common import per_stage
+from ._common import ClassifierHeadMixin, per_stage
 from ._halonet_layers import TOTAL_STRIDE, Bottleneck, HaloBlock, HaloNetStem
 
 __all__ = [
@@ -61,7 +61,7 @@ __all__ = [
     "eca_halonext26ts",
 ]
 
-class HaloNet(nn.Module):
+class HaloNet(ClassifierHeadMixin, nn.Module):
     """HaloNet / halo-attention ResNet (timm-compatible key layout; see the module docstring).
 
     Args:
@@ -201,10 +201,6 @@ class HaloNet(nn.Module):
                 module.init_weights(zero_init_last)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         blocks = r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)"
         return dict(stem=r"^stem", blocks=[(blocks, None), (r"^final_conv", (99999,))])
@@ -213,17 +209,8 @@ class HaloNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
-        param = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.reset(
-            num_classes, global_pool, reset_other, self.num_features, device=param.device, dtype=param.dtype
-        )
-        self.head_hidden_size = self.head.num_features
+        super().reset_classifier(num_classes, global_pool, reset_other)
         if global_pool is not None:
             self.global_pool = global_pool
 

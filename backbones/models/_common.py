@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,9 +14,11 @@ __all__ = [
     "ClassifierHeadMixin",
     "StagedModelMixin",
     "check_input",
+    "drop_absent_classifier",
     "load_checkpoint",
     "load_state_dict_checked",
     "per_stage",
+    "rename_key",
     "unwrap_state_dict",
 ]
 
@@ -52,6 +55,20 @@ def per_stage(value: Any, num_stages: int, name: str, model: str) -> tuple:
     if len(values) != num_stages:
         raise ValueError(f"{model}: {name} needs one value per stage ({num_stages}), got {values!r}")
     return values
+
+
+def rename_key(key: str, rules: Sequence[tuple[str, str]]) -> str:
+    """``key`` after every (regex, replacement) of ``rules`` in turn: an official-layout key in ours."""
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def drop_absent_classifier(state_dict: Mapping[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """The checkpoint without its ``head.fc.*`` keys when ``model`` has no classifier (num_classes=0)."""
+    if any(k.startswith("head.fc.") for k in model.state_dict()):
+        return dict(state_dict)
+    return {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
 
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "teacher")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from ..blocks import FocalModulation
-from ._common import unwrap_state_dict
+from ._common import drop_absent_classifier, unwrap_state_dict
 
 if TYPE_CHECKING:
     from .focalnet import FocalNet
@@ -129,6 +129,4 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: FocalNet) -> dict[st
     state_dict = unwrap_state_dict(state_dict)
     if "stem.proj.weight" not in state_dict and "patch_embed.proj.weight" in state_dict:
         state_dict = _official_to_timm(state_dict, model)
-    if not any(k.startswith("head.fc.") for k in model.state_dict()):
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
-    return _adapt_focal_levels_and_kernels(state_dict, model)
+    return _adapt_focal_levels_and_kernels(drop_absent_classifier(state_dict, model), model)

@@ -24,7 +24,6 @@ official code:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -39,7 +38,14 @@ from torch import Tensor, nn
 from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.bilevel_routing_attention import BiLevelRoutingAttention
-from ._common import StagedModelMixin, check_input, load_checkpoint, unwrap_state_dict
+from ._common import (
+    StagedModelMixin,
+    check_input,
+    drop_absent_classifier,
+    load_checkpoint,
+    rename_key,
+    unwrap_state_dict,
+)
 
 __all__ = ["BiFormer", "checkpoint_filter_fn", "biformer_tiny", "biformer_small", "biformer_base"]
 
@@ -390,13 +396,9 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: BiFormer) -> dict[st
         for k, v in state_dict.items():
             if k.startswith("extra_norms."):
                 continue
-            for pattern, repl in _OFFICIAL_RENAMES:
-                k = re.sub(pattern, repl, k)
-            out[k] = v
+            out[rename_key(k, _OFFICIAL_RENAMES)] = v
         state_dict = out
-    if not any(k.startswith("head.fc.") for k in model.state_dict()):
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
-    return state_dict
+    return drop_absent_classifier(state_dict, model)
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs: Any) -> BiFormer:

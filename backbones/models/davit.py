@@ -50,7 +50,7 @@ from ..blocks._windows import pad_to_multiple
 from ..blocks.channel_attention import ChannelAttention
 from ..blocks.conv_pos_enc import ConvPosEnc
 from ..blocks.window_attention import WindowAttention
-from ._common import StagedModelMixin, check_input, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, rename_key, unwrap_state_dict
 
 __all__ = [
     "DaVit",
@@ -441,15 +441,6 @@ _FLORENCE2_KEYS = (
 )
 
 
-def _rename(state_dict: dict[str, Tensor], rules: Sequence[tuple[str, str]]) -> dict[str, Tensor]:
-    out = {}
-    for k, v in state_dict.items():
-        for pattern, replacement in rules:
-            k = re.sub(pattern, replacement, k)
-        out[k] = v
-    return out
-
-
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: DaVit) -> dict[str, Tensor]:
     """Map a DaViT checkpoint onto ``model``'s keys. Layouts taken (no tensor needs reshaping in any of them):
 
@@ -468,7 +459,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: DaVit) -> dict[str, 
         return state_dict
     if "vision_tower.convs.0.proj.weight" in state_dict:
         tower = {k[len("vision_tower.") :]: v for k, v in state_dict.items() if k.startswith("vision_tower.")}
-        out = _rename(tower, _FLORENCE2_KEYS)
+        out = {rename_key(k, _FLORENCE2_KEYS): v for k, v in tower.items()}
         for k, v in model.state_dict().items():
             if k.startswith("head.") and k not in out:
                 out[k] = v
@@ -476,7 +467,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: DaVit) -> dict[str, 
     if "backbone.patch_embeds.0.proj.weight" in state_dict:
         state_dict = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     state_dict = {k: v for k, v in state_dict.items() if not re.match(r"norm\d+\.", k)}
-    return _rename(state_dict, _OFFICIAL_KEYS)
+    return {rename_key(k, _OFFICIAL_KEYS): v for k, v in state_dict.items()}
 
 
 def _create_davit(variant: str, pretrained: bool = False, **kwargs: Any) -> DaVit:

@@ -41,7 +41,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .._registry import register_model
-from ._common import ClassifierHeadMixin, per_stage
+from ._common import ClassifierHeadMixin, drop_absent_classifier, per_stage
 from ._halonet_layers import TOTAL_STRIDE, Bottleneck, HaloBlock, HaloNetStem
 
 __all__ = [
@@ -308,9 +308,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: HaloNet) -> dict[
     """timm's layout is ours: pass it through; also accept timm ``features_only`` dicts (``stem_conv1.``,
     ``stages_0.``) and drop the classifier when the model has none."""
     out = {re.sub(r"^(stem|stages)_(\w+?)\.", r"\1.\2.", k): v for k, v in state_dict.items()}
-    if not any(k.startswith("head.fc.") for k in model.state_dict()):
-        out = {k: v for k, v in out.items() if not k.startswith("head.fc.")}
-    return out
+    return drop_absent_classifier(out, model)
 
 
 def _create_halonet(variant: str, pretrained: bool = False, **kwargs: Any) -> HaloNet:

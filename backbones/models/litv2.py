@@ -47,7 +47,15 @@ from .._registry import register_model
 from ..blocks.conv_ffn import ConvFFN
 from ..blocks.deformable_token_merging import DeformableTokenMerging
 from ..blocks.hilo_attention import HiLoAttention
-from ._common import StagedModelMixin, check_input, load_checkpoint, per_stage, unwrap_state_dict
+from ._common import (
+    StagedModelMixin,
+    check_input,
+    drop_absent_classifier,
+    load_checkpoint,
+    per_stage,
+    rename_key,
+    unwrap_state_dict,
+)
 
 __all__ = ["LITv2", "checkpoint_filter_fn", "litv2_small", "litv2_medium", "litv2_base"]
 
@@ -404,13 +412,9 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: LITv2) -> dict[str, 
             m = re.match(r"^(layers\.\d+\.blocks\.\d+)\.norm2\.", k)
             if m and m[1] not in blocks_with_attn:
                 k = k.replace(".norm2.", ".norm.", 1)
-            for pattern, repl in _OFFICIAL_RENAMES:
-                k = re.sub(pattern, repl, k)
-            out[k] = v
+            out[rename_key(k, _OFFICIAL_RENAMES)] = v
         state_dict = out
-    if not any(k.startswith("head.fc.") for k in model.state_dict()):
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
-    return state_dict
+    return drop_absent_classifier(state_dict, model)
 
 
 def _create_litv2(variant: str, pretrained: bool = False, **kwargs: Any) -> LITv2:

@@ -43,7 +43,7 @@ from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.aggregated_attention import AggregatedAttention, LengthScaledAttention, PosBiasMode
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
-from ._common import StagedModelMixin, check_input, per_stage, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, drop_absent_classifier, per_stage, rename_key, unwrap_state_dict
 
 __all__ = [
     "TransNeXt",
@@ -374,12 +374,9 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: TransNeXt) -> dict[s
         if _OFFICIAL_BUFFERS.search(k):
             continue
         if not k.startswith(("stages.", "head.fc.")):
-            for pattern, repl in _OFFICIAL_KEY_MAP:
-                k = re.sub(pattern, repl, k)
+            k = rename_key(k, _OFFICIAL_KEY_MAP)
         out[k] = v
-    if model.num_classes == 0 or not any(k.startswith("head.fc.") for k in model.state_dict()):
-        out = {k: v for k, v in out.items() if not k.startswith("head.fc.")}
-    return out
+    return drop_absent_classifier(out, model)
 
 
 def _create_transnext(variant: str, pretrained: bool = False, **kwargs: Any) -> TransNeXt:

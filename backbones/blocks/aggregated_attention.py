@@ -496,9 +496,7 @@ class AggregatedAttention(_CosineAttentionBase):
 
         drop = self.training and self.attn_drop.p > 0
         unsupported = f"attn_drop={self.attn_drop.p} in training mode" if drop else None
-        if unsupported is None and q_scaled.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            unsupported = f"dtype {q_scaled.dtype}"
-        backend = select("AggregatedAttention", x, unsupported=unsupported)
+        backend = select("AggregatedAttention", q_scaled, unsupported=unsupported)
         self.last_kernel = backend
         args = (q_scaled, k, v, k_pool, v_pool, pos_bias, self.relative_pos_bias_local)
         if backend == "triton":

@@ -62,7 +62,6 @@ from ._precision import autocast_off
 __all__ = ["BiLevelRoutingAttention", "KV_DOWNSAMPLE_MODES"]
 
 KV_DOWNSAMPLE_MODES = ("identity", "avgpool", "maxpool", "ada_avgpool", "ada_maxpool")
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # those of the fused Triton kernel
 
 
 def _partition(x: Tensor, num_regions: int) -> Tensor:
@@ -279,10 +278,7 @@ class BiLevelRoutingAttention(nn.Module):
         n_q, n_kv = rh * rw, kv.shape[2]
         rows = (torch.arange(b, device=x.device).view(b, 1, 1) * s * s + index).view(b * s * s, -1)
         q, kv = q.reshape(b * s * s, n_q, qk), kv.reshape(b * s * s, n_kv, -1)
-        unsupported = None
-        if q.dtype not in _KERNEL_DTYPES:
-            unsupported = f"{q.dtype} inputs (it takes float32, float16 and bfloat16)"
-        backend = select("BiLevelRoutingAttention", q, kv, unsupported=unsupported)
+        backend = select("BiLevelRoutingAttention", q, kv)
         self.last_kernel = backend
         if backend == "triton":
             from ..kernels.routed_attention import routed_attention

@@ -48,7 +48,6 @@ from ..kernels import select
 __all__ = ["HaloAttention"]
 
 # what the Triton kernel takes (checked here: the kernel module imports Triton and loads only when it runs)
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _KERNEL_MAX_HEAD_DIM = 256
 
 
@@ -234,8 +233,8 @@ class HaloAttention(nn.Module):
 
     def _kernel_unsupported(self, q: Tensor, kv: Tensor) -> str | None:
         """Why the Triton kernel cannot run this call, or None."""
-        if q.dtype not in _KERNEL_DTYPES or kv.dtype != q.dtype:
-            return f"dtype {q.dtype} / {kv.dtype} (float32, float16 or bfloat16 only)"
+        if kv.dtype != q.dtype:  # (dtypes the kernels do not take at all are select()'s own check)
+            return f"queries and keys/values of different dtypes ({q.dtype}, {kv.dtype})"
         if max(self.dim_head_qk, self.dim_head_v) > _KERNEL_MAX_HEAD_DIM:
             return f"head widths above {_KERNEL_MAX_HEAD_DIM} (d_qk={self.dim_head_qk}, d_v={self.dim_head_v})"
         return None

@@ -35,10 +35,11 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "ENV_VAR", "interpreter_enabled", "requested_backend", "select", "triton_available"]
+__all__ = ["BACKENDS", "DTYPES", "ENV_VAR", "interpreter_enabled", "requested_backend", "select", "triton_available"]
 
 ENV_VAR = "BACKBONES_KERNELS"
 BACKENDS = ("auto", "torch", "triton")
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what every kernel takes (accumulating in fp32)
 _logger = logging.getLogger(__name__)
 _logged: set[tuple[str, str, str]] = set()
 
@@ -77,10 +78,14 @@ def _log(op: str, backend: str, reason: str) -> None:
 def select(op: str, *tensors: Tensor, unsupported: str | None = None) -> str:
     """Pick "torch" or "triton" for one call of mixer ``op`` on ``tensors``.
 
-    ``unsupported`` is the reason the Triton kernel cannot serve this call (an option or shape it lacks), or None.
-    With ``BACKBONES_KERNELS=triton`` an unsupported call, a missing Triton or a CPU tensor without the interpreter
-    raise a ``RuntimeError`` that says which.
+    ``unsupported`` is the reason the Triton kernel cannot serve this call (an option or shape it lacks), or None;
+    tensors of a dtype outside :data:`DTYPES` are unsupported too. With ``BACKBONES_KERNELS=triton`` an unsupported
+    call, a missing Triton or a CPU tensor without the interpreter raise a ``RuntimeError`` that says which.
     """
+    if unsupported is None:
+        other = sorted({str(t.dtype) for t in tensors if t.dtype not in DTYPES})
+        if other:
+            unsupported = f"dtype {', '.join(other)} (the kernels take float32, float16 and bfloat16)"
     requested = requested_backend()
     if requested == "torch":
         _log(op, "torch", f"{ENV_VAR}=torch")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 import triton
 
-__all__ = ["ACC_DTYPES", "block_dim", "dot_precision", "widen_bf16_dots"]
+__all__ = ["block_dim", "dot_precision", "widen_bf16_dots"]
 
-# Dtypes the kernels take; accumulation is fp32 for all of them.
-ACC_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def block_dim(n: int, minimum: int = 16) -> int:

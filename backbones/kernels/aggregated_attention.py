@@ -44,8 +44,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import _common
-from ._common import ACC_DTYPES, block_dim, dot_precision
+from . import DTYPES, _common
+from ._common import block_dim, dot_precision
 
 __all__ = ["aggregated_attention"]
 
@@ -393,7 +393,7 @@ def aggregated_attention(
     if window_size < 1 or window_size % 2 != 1:
         raise ValueError(f"aggregated_attention: window_size must be a positive odd int, got {window_size}")
     dtype = q_scaled.dtype
-    if dtype not in ACC_DTYPES:
+    if dtype not in DTYPES:
         raise TypeError(f"aggregated_attention: dtype {dtype} not supported (float32, float16, bfloat16)")
     if k.shape != q_scaled.shape or v.shape != q_scaled.shape:
         raise ValueError(f"aggregated_attention: k, v must be {tuple(q_scaled.shape)}, got {k.shape}, {v.shape}")

@@ -42,8 +42,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import _common
-from ._common import ACC_DTYPES, block_dim, dot_precision
+from . import DTYPES, _common
+from ._common import block_dim, dot_precision
 
 __all__ = ["halo_attention"]
 
@@ -390,8 +390,8 @@ def _grid_sizes(q: Tensor, kv_map: Tensor, rel_h: Tensor, block: int, d_qk: int)
             f"halo_attention: q {tuple(q.shape)}, rel {tuple(rel_h.shape)} do not match {groups} x {nh} x {nw} "
             f"blocks of the map {tuple(kv_map.shape)} with d_qk={d_qk}"
         )
-    if q.dtype not in ACC_DTYPES or kv_map.dtype != q.dtype:
-        raise TypeError(f"halo_attention: q and kv_map must share one of {ACC_DTYPES}, got {q.dtype}, {kv_map.dtype}")
+    if q.dtype not in DTYPES or kv_map.dtype != q.dtype:
+        raise TypeError(f"halo_attention: q and kv_map must share one of {DTYPES}, got {q.dtype}, {kv_map.dtype}")
     return nh, nw, channels - d_qk
 
 

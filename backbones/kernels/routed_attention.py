@@ -54,8 +54,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import _common
-from ._common import ACC_DTYPES, block_dim, dot_precision
+from . import DTYPES, _common
+from ._common import block_dim, dot_precision
 
 __all__ = ["routed_attention"]
 
@@ -456,8 +456,8 @@ def routed_attention(
     c = kv.shape[2] - qk_dim
     if qk_dim % heads or c % heads:
         raise ValueError(f"routed_attention: qk_dim ({qk_dim}) and C ({c}) must be divisible by heads ({heads})")
-    if q.dtype != kv.dtype or q.dtype not in ACC_DTYPES:
-        raise TypeError(f"routed_attention: q and kv must share a dtype among {ACC_DTYPES}, got {q.dtype}, {kv.dtype}")
+    if q.dtype != kv.dtype or q.dtype not in DTYPES:
+        raise TypeError(f"routed_attention: q and kv must share a dtype among {DTYPES}, got {q.dtype}, {kv.dtype}")
     if rows.dtype.is_floating_point or rows.dtype == torch.bool:
         raise TypeError(f"routed_attention: rows must be an integer tensor, got {rows.dtype}")
     topk, n_kv = rows.shape[1], kv.shape[1]

@@ -53,6 +53,20 @@ def test_forced_triton_under_the_interpreter(monkeypatch, cpu):
         kernels.select("Op", cpu, unsupported="dropout")
 
 
+def test_dtypes_the_kernels_do_not_take(monkeypatch, cpu):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+    assert kernels.select("Op", cpu.double()) == "torch"
+    monkeypatch.setenv(kernels.ENV_VAR, "triton")
+    for dtype in kernels.DTYPES:
+        assert kernels.select("Op", cpu.to(dtype)) == "triton"
+    with pytest.raises(RuntimeError, match=r"Op: .*does not support dtype torch\.float64"):
+        kernels.select("Op", cpu.to(torch.bfloat16), cpu.double())
+    # a reason of the caller's comes first
+    with pytest.raises(RuntimeError, match="does not support dropout"):
+        kernels.select("Op", cpu.double(), unsupported="dropout")
+
+
 def test_forced_triton_without_triton(monkeypatch, cpu):
     monkeypatch.setenv(kernels.ENV_VAR, "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")

@@ -1,26 +1,35 @@
-# Two commands for a fresh machine (both do the whole set-up first; a second run skips what is installed):
+# Two commands for a fresh machine (both do their set-up first; a second run skips what is installed):
 #   make demo   train a small classifier on scikit-learn's handwritten digits, evaluate the checkpoint
-#   make test   run the test suite
+#               (timm side only: torch, timm, this package; a few minutes on a first run)
+#   make test   run the test suite (everything: also the OpenMMLab stack, whose mmcv is built from source once,
+#               about 30-40 min on 2 cores, unless a prebuilt wheel is at hand)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+SETUP := VENV="$(VENV)" bash tools/setup_env.sh
 
-.PHONY: setup demo test test-fast lint bench-kernels clean
-setup:
-	@VENV=$(VENV) bash tools/setup_env.sh
+.PHONY: setup setup-mm setup-dev demo test test-fast lint bench-kernels clean
+setup:      # timm side: create_model, tools/train.py (classification), validate, benchmark, export
+	@$(SETUP)
+setup-mm:   # + mmengine, mmcv (compiled ops), mmdet, mmseg: what configs/det and configs/seg need
+	@$(SETUP) mm
+setup-dev:  # + the OpenMMLab stack and the test / lint tools
+	@$(SETUP) mm dev
 
 demo: setup
 	$(PY) tools/train.py configs/cls/digits_focalnet_nano.yaml --output runs/demo
 	$(PY) tools/validate.py configs/cls/digits_focalnet_nano.yaml --checkpoint runs/demo/model_best.pth.tar
 
-test: setup
+test: setup-dev
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup-dev
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
-lint: setup
+lint:
+	@$(SETUP) dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/shellcheck tools/setup_env.sh .ci/run
 
 # GPU only: Triton kernels vs PyTorch paths for the three sparse mixers, 224 and 512, fp32 and fp16, forward and
 # training step; one CSV + plot per (size, dtype) in runs/bench-kernels/.

@@ -10,7 +10,10 @@ All logic lives in :func:`backbones.mm.runner.test_main`.
 
 import sys
 
-from backbones.mm.runner import test_main
+from backbones._openmmlab_setup import require_openmmlab
 
 if __name__ == "__main__":
+    require_openmmlab("tools/test.py")
+    from backbones.mm.runner import test_main
+
     test_main(sys.argv[1:])

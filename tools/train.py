@@ -83,17 +83,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _run_mm(argv: Sequence[str]) -> Any:
     import importlib
 
+    from backbones._openmmlab_setup import require_openmmlab
+
+    require_openmmlab("tools/train.py")
     try:
         runner = importlib.import_module("backbones.mm.runner")
     except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("backbones"):
-            raise SystemExit(
-                f"tools/train.py: a .py config is an mmdet/mmseg config, run by backbones.mm.runner, which this "
-                f"checkout does not have ({e}). YAML recipes (configs/cls/*.yaml) train classifiers without it."
-            ) from e
         raise SystemExit(
-            f"tools/train.py: mmdet/mmseg configs need the OpenMMLab stack ({e}); install it with "
-            f"`pip install -e .[mm]` or run tools/setup_env.sh"
+            f"tools/train.py: a .py config is an mmdet/mmseg config, run by backbones.mm.runner, which could not "
+            f"be imported ({e}). YAML recipes (configs/cls/*.yaml) train classifiers without it."
         ) from e
     return runner.main(list(argv))
 

@@ -27,8 +27,9 @@ WHEELHOUSE="$(abspath "${BACKBONES_WHEELHOUSE:-$ROOT/../shared/wheels}")"
 MMCV_WITH_OPS="${MMCV_WITH_OPS:-1}"
 CONSTRAINTS="$ROOT/constraints.txt"
 LOGS="$(abspath "${BACKBONES_SETUP_LOGS:-$VENV/setup-logs}")"
-# Our constraints replace any machine-wide pip constraint file (which may cap torch below our pin).
-export PIP_CONSTRAINT="$CONSTRAINTS"
+# Our constraints replace any machine-wide pip constraint file (which may cap torch below our pin). They are
+# passed with -c: pip splits PIP_CONSTRAINT at whitespace, which breaks a clone whose path has a space.
+export PIP_CONSTRAINT=""
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -99,7 +100,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   CURRENT_STEP=""
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --progress-bar "$PROGRESS")
+PIP=("$PY" -m pip install --progress-bar "$PROGRESS" -c "$CONSTRAINTS")
 
 TORCH_VERSION="$(pin torch)"
 TV_VERSION="$(pin torchvision)"
@@ -142,8 +143,8 @@ build_mmcv() {
     log "building mmcv $MMCV_VERSION from source without compiled ops (MMCV_WITH_OPS=0, about a minute)"
   fi
   run_step "download the mmcv $MMCV_VERSION source" mmcv-download \
-    env -u MMCV_WITH_OPS "$PY" -m pip download --no-deps --no-binary :all: --no-build-isolation -d "$build" \
-    "mmcv==$MMCV_VERSION"
+    env -u MMCV_WITH_OPS "$PY" -m pip download -c "$CONSTRAINTS" --no-deps --no-binary :all: --no-build-isolation \
+    -d "$build" "mmcv==$MMCV_VERSION"
   CURRENT_STEP="unpack the mmcv source"
   tar -xzf "$build/mmcv-$MMCV_VERSION.tar.gz" -C "$build"
   src="$build/mmcv-$MMCV_VERSION"
@@ -162,7 +163,7 @@ build_mmcv() {
   # pip wheel runs in the source tree (mmcv's setup.py reads its files relative to it): every path is absolute.
   run_step "build the mmcv $MMCV_VERSION wheel" mmcv-build \
     env -C "$src" MMCV_WITH_OPS="$MMCV_WITH_OPS" FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" \
-    "$PY" -m pip wheel -v --no-deps --no-build-isolation -w "$KEY_DIR" .
+    "$PY" -m pip wheel -v -c "$CONSTRAINTS" --no-deps --no-build-isolation -w "$KEY_DIR" .
   kill "$heartbeat" 2>/dev/null || true
   trap on_error ERR
   rm -rf "$build"

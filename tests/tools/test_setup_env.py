@@ -33,9 +33,18 @@ def test_shellcheck_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _run_script(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
+def _run_script(args: list[str], cwd: Path, env: dict[str, str], script: Path = SCRIPT) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(script), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=900)
+
+
+def _clone_with_space(tmp: Path) -> Path:
+    """The script and the pins it reads, in a checkout whose path has a space (pip splits some inputs at blanks)."""
+    repo = tmp / "a clone"
+    (repo / "tools").mkdir(parents=True)
+    for name in ("tools/setup_env.sh", "constraints.txt", "setup.cfg", "pyproject.toml"):
+        shutil.copy(ROOT / name, repo / name)
+    return repo / "tools" / "setup_env.sh"
 
 
 def _build_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -59,7 +68,8 @@ def test_mmcv_build_path_from_source(tmp_path):
     tmp = tmp_path / "with space"
     env = _build_env(tmp)
     cwd = tmp / "somewhere else"
-    first = _run_script(["mmcv-wheel"], cwd, env)
+    script = _clone_with_space(tmp)
+    first = _run_script(["mmcv-wheel"], cwd, env, script)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     wheel = Path(first.stdout.strip().splitlines()[-1])
     assert wheel.is_file() and wheel.parent.parent == tmp / "wheel cache", first.stdout
@@ -71,7 +81,7 @@ def test_mmcv_build_path_from_source(tmp_path):
     assert "patched mmcv's setup.py for C++20" in first.stdout
     assert (tmp / "setup logs" / "mmcv-build.log").stat().st_size > 0
 
-    second = _run_script(["mmcv-wheel"], cwd, env)
+    second = _run_script(["mmcv-wheel"], cwd, env, script)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "using the cached mmcv wheel" in second.stdout and "building" not in second.stdout
     assert second.stdout.strip().splitlines()[-1] == str(wheel)

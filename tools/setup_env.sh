@@ -128,7 +128,8 @@ build_progress() {
   local start=$SECONDS
   while sleep 60; do
     local done_total
-    done_total="$(grep -o '^\[[0-9]*/[0-9]*\]' "$1" 2>/dev/null | tail -n 1 || true)"
+    # pip -v indents the build's output: ninja's "[12/77] c++ ..." lines start with blanks.
+    done_total="$(grep -o '^ *\[[0-9]*/[0-9]*\]' "$1" 2>/dev/null | tail -n 1 | tr -d ' ' || true)"
     log "mmcv build: $(((SECONDS - start) / 60)) min${done_total:+, compiled $done_total}; log: $1"
   done
 }

@@ -6,7 +6,8 @@ lists the names. Mixers whose family module is (B, H, W, C) already are returned
 same state-dict keys, same Triton dispatch and ``last_kernel``); the NCHW ones (focal, halo, cascaded) are wrapped in
 :class:`ChannelsFirstMixer`, which hands them a ``permute`` *view* (a channels_last-format NCHW tensor, no copy) and
 permutes their output back. A mixer whose ``uses_stage_input`` attribute is True also takes ``stage_input=``,
-the (B, H, W, C) map its stage started from.
+the (B, H, W, C) map its stage started from (``decoupled``; see
+:class:`backbones.models.hybrid.HybridNet`).
 
 Costs are multiply-accumulates per image, N = H * W tokens of C channels, projections included (a C x C
 projection is N C^2); k: a kernel / window side, S: regions per side, r: pool ratio, G: groups, h: heads:
@@ -26,8 +27,13 @@ projection is N C^2); k: a kernel / window side, S: regions per side, r: pool ra
 | focal | ``FocalModulation`` | N C sum_l k_l^2 + 5 N C^2 | focal_levels=2, focal_window=3 | FocalNet, 2203.11926 |
 | halo | ``HaloAttention`` + proj | 2 N (b + 2h)^2 C + 4 N C^2 | block_size=8, halo_size=3 | HaloNet, 2103.12731 |
 | cascaded | ``LocalWindowAttention`` | N k^2 (2 key_dim + C / h) + N C^2 | window_size=7, key_dim=16 | EfficientViT |
+| static | ``StaticMixer`` | N k^2 C + 2 N C^2 | window_size=7, mode="learned" | ablation: fixed weights |
+| sigmoid | ``SigmoidAttention`` | 2 N^2 C + 4 N C^2 | bias=-ln N | sigmoid attention, 2409.04431 |
+| linear | ``LinearAttention`` | 2 N d C + 4 N C^2 | eps=1e-6 (elu + 1 features) | linear attn, 2006.16236 |
+| decoupled | ``DecoupledAttention`` | 2 N^2 C + 4 N C^2 | q, k from stage_input | ablation: q, k from the stage |
 
-(EfficientViT-MSRA: arXiv:2305.07027; TransNeXt: arXiv:2311.17132. Focal, halo and cascaded are the NCHW ones.)
+(EfficientViT-MSRA: arXiv:2305.07027; TransNeXt: arXiv:2311.17132. Focal, halo and cascaded are the NCHW ones.
+The four ablation mixers are in :mod:`backbones.blocks.ablation_mixers`, with their math.)
 
 Defaults that differ from the families': ``halo`` adds an output projection (HaloNet puts a 1x1 conv after the
 attention inside its bottleneck) and masks its padding; ``cascaded`` starts its output BatchNorm at gamma = 1 (the
@@ -51,6 +57,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .ablation_mixers import DecoupledAttention, LinearAttention, SigmoidAttention, StaticMixer
 from .aggregated_attention import AggregatedAttention, LengthScaledAttention
 from .baseline_mixers import DWConvMixer, GlobalAttention, PoolMixer
 from .bilevel_routing_attention import BiLevelRoutingAttention
@@ -300,3 +307,29 @@ def _cascaded(
     attn = LocalWindowAttention(dim, key_dim, num_heads, window_size, kernels, proj_bn_init, device=device,
                                 dtype=dtype)
     return ChannelsFirstMixer(attn, dim)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ablation mixers (one principle of attention relaxed each; identity = no mixing is above)
+
+
+@register_mixer("static", cost="N k^2 C + 2 N C^2", kwargs="window_size=7, mode='learned'|'pool'",
+                paper="ablation: input-independent weights")
+def _static(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
+    return StaticMixer(dim, num_heads, **kwargs)
+
+
+@register_mixer("sigmoid", cost="2 N^2 C + 4 N C^2", kwargs="bias=None (-ln N)", paper="arXiv:2409.04431")
+def _sigmoid(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
+    return SigmoidAttention(dim, num_heads, **kwargs)
+
+
+@register_mixer("linear", cost="2 N d C + 4 N C^2", kwargs="eps=1e-6", paper="arXiv:2006.16236")
+def _linear(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
+    return LinearAttention(dim, num_heads, **kwargs)
+
+
+@register_mixer("decoupled", cost="2 N^2 C + 4 N C^2", kwargs="q, k from stage_input",
+                paper="ablation: q, k from the stage input")
+def _decoupled(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
+    return DecoupledAttention(dim, num_heads, **kwargs)

@@ -57,7 +57,7 @@ def _bench_tool():
 
 
 def test_registry_lists_every_family_mixer_and_baseline():
-    expected = {"identity", "pool", "dwconv", "global"} | set(FAMILY_CLASS)
+    expected = {"identity", "pool", "dwconv", "global", "static", "sigmoid", "linear", "decoupled"} | set(FAMILY_CLASS)
     assert expected <= set(MIXERS)
 
 

@@ -331,7 +331,8 @@ def format_table(summary: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in summary:
         gmacs = f"{r['gmacs']:.4g}" if r["gmacs"] is not None else "-"
-        lines.append(f"| {r['variant']} | {r['mixers']} | {r['seeds']} | {r['params_m']:.3f} | {gmacs} | "
+        mixers = str(r["mixers"]).replace("|", "\\|")  # a pattern's stage separators would split the cell
+        lines.append(f"| {r['variant']} | {mixers} | {r['seeds']} | {r['params_m']:.3f} | {gmacs} | "
                      f"{r['img_per_s']:.0f} | {r['top1_mean']:.2f} ± {r['top1_std']:.2f} | "
                      f"{r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} |")
     return "\n".join(lines)

@@ -195,3 +195,9 @@ def test_any_size_map_shapes_of_strided_layouts():
     for name in MIXERS:
         assert create_mixer(name, 16, 2).eval()(x).shape == (2, 9, 7, 16), name
     assert math.prod(x.shape) == 2 * 16 * 63
+
+
+def test_docs_table_lists_every_mixer():
+    text = (ROOT / "docs" / "hybrids.md").read_text()
+    missing = [n for n in MIXERS if f"\n| {n} |" not in text]
+    assert not missing, f"docs/hybrids.md: add {missing} to the mixer table"

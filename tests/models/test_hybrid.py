@@ -152,3 +152,13 @@ def test_named_hybrids_differ_only_in_their_mixers():
     with torch.device("meta"):
         decoupled = timm.create_model("hybrid_tiny", mixers="decoupled")
     assert all(isinstance(b.mixer, DecoupledAttention) for s in decoupled.stages for b in s.blocks)
+
+
+def test_export_with_every_new_mixer():
+    """torch.export of a hybrid holding the baseline and ablation mixers (the stage input reaches decoupled)."""
+    model = HybridNet(mixers="decoupled+pool | static+dwconv | sigmoid+linear | global+identity",
+                      depths=(2, 2, 2, 2), num_classes=4, **SMALL).eval()
+    x = torch.randn(1, 3, 45, 61)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-5)

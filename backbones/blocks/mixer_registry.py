@@ -113,18 +113,32 @@ class MixerInfo:
     kwargs: str
     paper: str
     uses_heads: bool = True
+    module: type[nn.Module] | None = None  # the class a ``**kwargs`` builder forwards its options to
+
+    def options(self) -> list[str]:
+        """The keyword options ``create_mixer`` accepts for this mixer (besides dim and num_heads)."""
+        params = inspect.signature(self.build).parameters
+        names = [p for p, v in params.items() if v.kind is not v.VAR_KEYWORD and p not in ("dim", "num_heads")]
+        if self.module is not None and any(v.kind is v.VAR_KEYWORD for v in params.values()):
+            names += [p for p in inspect.signature(self.module).parameters
+                      if p not in ("self", "dim", "num_heads", *names)]
+        return names
 
 
 _MIXERS: dict[str, MixerInfo] = {}
 
 
-def register_mixer(name: str, *, cost: str, kwargs: str, paper: str, uses_heads: bool = True) -> Callable:
-    """Decorator registering ``build(dim, num_heads, **kwargs) -> nn.Module`` under ``name``."""
+def register_mixer(name: str, *, cost: str, kwargs: str, paper: str, uses_heads: bool = True,
+                   module: type[nn.Module] | None = None) -> Callable:
+    """Decorator registering ``build(dim, num_heads, **kwargs) -> nn.Module`` under ``name``.
+
+    ``module``: the class a builder with ``**kwargs`` passes them to (its signature lists the accepted options).
+    """
 
     def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MIXERS:
             raise RuntimeError(f"mixer {name!r} is registered twice ({_MIXERS[name].build.__module__})")
-        _MIXERS[name] = MixerInfo(name, build, cost, kwargs, paper, uses_heads)
+        _MIXERS[name] = MixerInfo(name, build, cost, kwargs, paper, uses_heads, module)
         return build
 
     return wrap
@@ -173,14 +187,12 @@ def create_mixer(name: str, dim: int, num_heads: int | None = None, **kwargs: An
                 f"head takes dim / num_heads channels ({dim} / {num_heads} is not an integer); use a width that is a "
                 f"multiple of the head count"
             )
-    params = inspect.signature(info.build).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        accepted = [p for p in params if p not in ("dim", "num_heads")]
-        unknown = [k for k in kwargs if k not in accepted]
-        if unknown:
-            raise TypeError(
-                f"create_mixer({name!r}): unexpected argument(s) {unknown}; {name!r} takes {', '.join(accepted)}"
-            )
+    accepted = info.options()
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise TypeError(
+            f"create_mixer({name!r}): unexpected argument(s) {unknown}; {name!r} takes {', '.join(accepted)}"
+        )
     return info.build(dim, num_heads, **kwargs)
 
 
@@ -212,7 +224,8 @@ def _dwconv(dim: int, num_heads: int, kernel_size: int = 7, bias: bool = True, d
     return DWConvMixer(dim, kernel_size=kernel_size, bias=bias, device=device, dtype=dtype)
 
 
-@register_mixer("global", cost="2 N^2 C + 4 N C^2", kwargs="qkv_bias=True", paper="ViT (arXiv:2010.11929)")
+@register_mixer("global", cost="2 N^2 C + 4 N C^2", kwargs="qkv_bias=True", paper="ViT (arXiv:2010.11929)",
+                module=GlobalAttention)
 def _global(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     return GlobalAttention(dim, num_heads, **kwargs)
 
@@ -221,13 +234,14 @@ def _global(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
 # the seven families' mixers
 
 
-@register_mixer("window", cost="2 N k^2 C + 4 N C^2", kwargs="window_size=7", paper="DaViT (arXiv:2204.03645)")
+@register_mixer("window", cost="2 N k^2 C + 4 N C^2", kwargs="window_size=7", paper="DaViT (arXiv:2204.03645)",
+                module=WindowAttention)
 def _window(dim: int, num_heads: int, window_size: int | tuple[int, int] = 7, **kwargs: Any) -> nn.Module:
     return WindowAttention(dim, num_heads, window_size=window_size, **kwargs)
 
 
 @register_mixer("channel", cost="2 N C^2 / G + 4 N C^2", kwargs="num_groups=num_heads",
-                paper="DaViT (arXiv:2204.03645)")
+                paper="DaViT (arXiv:2204.03645)", module=ChannelAttention)
 def _channel(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     groups = kwargs.pop("num_groups", num_heads)
     if dim % groups:
@@ -236,7 +250,7 @@ def _channel(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
 
 
 @register_mixer("routed", cost="2 topk N^2 C / S^2 + 4 N C^2", kwargs="num_regions=7, topk=4",
-                paper="BiFormer (arXiv:2303.08810)")
+                paper="BiFormer (arXiv:2303.08810)", module=BiLevelRoutingAttention)
 def _routed(dim: int, num_heads: int, num_regions: int = 7, topk: int = 4, **kwargs: Any) -> nn.Module:
     if not 1 <= topk <= num_regions**2:
         raise ValueError(f"create_mixer('routed'): topk={topk} must lie in 1..num_regions**2 = {num_regions**2}")
@@ -247,31 +261,31 @@ def _routed(dim: int, num_heads: int, num_regions: int = 7, topk: int = 4, **kwa
 
 
 @register_mixer("hilo", cost="2 N (k^2 + N / k^2) C + 4 N C^2", kwargs="window_size=2, alpha=0.5",
-                paper="LITv2 (arXiv:2205.13213)")
+                paper="LITv2 (arXiv:2205.13213)", module=HiLoAttention)
 def _hilo(dim: int, num_heads: int, window_size: int = 2, alpha: float = 0.5, **kwargs: Any) -> nn.Module:
     return HiLoAttention(dim, num_heads, window_size=window_size, alpha=alpha, **kwargs)
 
 
 @register_mixer("aggregated", cost="2 N (k^2 + N / r^2) C + 5 N C^2", kwargs="window_size=3, pool_ratio=8",
-                paper="TransNeXt (arXiv:2311.17132)")
+                paper="TransNeXt (arXiv:2311.17132)", module=AggregatedAttention)
 def _aggregated(dim: int, num_heads: int, window_size: int = 3, pool_ratio: int = 8, **kwargs: Any) -> nn.Module:
     return AggregatedAttention(dim, num_heads, window_size=window_size, pool_ratio=pool_ratio, **kwargs)
 
 
 @register_mixer("length_scaled", cost="2 N^2 C + 4 N C^2", kwargs="pretrain_grid=7",
-                paper="TransNeXt (arXiv:2311.17132)")
+                paper="TransNeXt (arXiv:2311.17132)", module=LengthScaledAttention)
 def _length_scaled(dim: int, num_heads: int, pretrain_grid: int = 7, **kwargs: Any) -> nn.Module:
     return LengthScaledAttention(dim, num_heads, pretrain_grid=pretrain_grid, **kwargs)
 
 
 @register_mixer("focal", cost="N C sum k_l^2 + 5 N C^2", kwargs="focal_levels=2, focal_window=3",
-                paper="FocalNet (arXiv:2203.11926)", uses_heads=False)
+                paper="FocalNet (arXiv:2203.11926)", uses_heads=False, module=FocalModulation)
 def _focal(dim: int, num_heads: int, focal_levels: int = 2, focal_window: int = 3, **kwargs: Any) -> nn.Module:
     return ChannelsFirstMixer(FocalModulation(dim, focal_levels, focal_window, **kwargs), dim)
 
 
 @register_mixer("halo", cost="2 N (b + 2h)^2 C + 4 N C^2", kwargs="block_size=8, halo_size=3, proj=True",
-                paper="HaloNet (arXiv:2103.12731)")
+                paper="HaloNet (arXiv:2103.12731)", module=HaloAttention)
 def _halo(
     dim: int,
     num_heads: int,
@@ -314,22 +328,23 @@ def _cascaded(
 
 
 @register_mixer("static", cost="N k^2 C + 2 N C^2", kwargs="window_size=7, mode='learned'|'pool'",
-                paper="ablation: input-independent weights")
+                paper="ablation: input-independent weights", module=StaticMixer)
 def _static(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     return StaticMixer(dim, num_heads, **kwargs)
 
 
-@register_mixer("sigmoid", cost="2 N^2 C + 4 N C^2", kwargs="bias=None (-ln N)", paper="arXiv:2409.04431")
+@register_mixer("sigmoid", cost="2 N^2 C + 4 N C^2", kwargs="bias=None (-ln N)", paper="arXiv:2409.04431",
+                module=SigmoidAttention)
 def _sigmoid(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     return SigmoidAttention(dim, num_heads, **kwargs)
 
 
-@register_mixer("linear", cost="2 N d C + 4 N C^2", kwargs="eps=1e-6", paper="arXiv:2006.16236")
+@register_mixer("linear", cost="2 N d C + 4 N C^2", kwargs="eps=1e-6", paper="arXiv:2006.16236", module=LinearAttention)
 def _linear(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     return LinearAttention(dim, num_heads, **kwargs)
 
 
 @register_mixer("decoupled", cost="2 N^2 C + 4 N C^2", kwargs="q, k from stage_input",
-                paper="ablation: q, k from the stage input")
+                paper="ablation: q, k from the stage input", module=DecoupledAttention)
 def _decoupled(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     return DecoupledAttention(dim, num_heads, **kwargs)

@@ -283,6 +283,15 @@ class HybridNet(StagedModelMixin, nn.Module):
         else:
             stage_mixer_kwargs = list(per_stage(list(mixer_kwargs), num_stages, "mixer_kwargs", "HybridNet"))
         self.mixers = resolve_mixers(mixers, depths)
+        for i, stage_kwargs in enumerate(stage_mixer_kwargs):
+            if not isinstance(stage_kwargs, Mapping):
+                raise TypeError(f"HybridNet: mixer_kwargs maps mixer names to their kwargs, got {stage_kwargs!r}")
+            unused = [n for n in stage_kwargs if n not in self.mixers[i]]
+            for n in unused:
+                mixer_info(n)  # a typo: the error lists the known mixers
+            if unused and not isinstance(mixer_kwargs, Mapping):  # per-stage kwargs for a mixer the stage lacks
+                raise ValueError(f"HybridNet: mixer_kwargs of stage {i} set {unused}, which stage {i} does not use "
+                                 f"(its mixers: {sorted(set(self.mixers[i]))})")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.embed_dims = embed_dims

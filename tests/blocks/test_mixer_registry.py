@@ -173,6 +173,8 @@ def test_head_count_that_does_not_divide_the_width_says_why(name):
 def test_other_bad_arguments():
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['window'\]; 'cascaded' takes window_size"):
         create_mixer("cascaded", 32, 2, window=7)
+    with pytest.raises(TypeError, match=r"'channel' takes num_groups, qkv_bias, v2"):
+        create_mixer("channel", 32, 2, groups=4)
     with pytest.raises(ValueError, match="dim must be a positive int"):
         create_mixer("global", 0)
     with pytest.raises(ValueError, match="topk=50 must lie in 1..num_regions"):

@@ -41,6 +41,11 @@ def test_mixers_errors_say_what_is_wrong():
         resolve_mixers("global*x", (1, 1, 1, 1))
     with pytest.raises(ValueError, match=r"num_heads=5\): num_heads must divide dim"):
         HybridNet(mixers="global", num_heads=5, depths=(1, 1, 1, 1), **SMALL)
+    with pytest.raises(ValueError, match=r"unknown mixer 'routd' \(did you mean 'routed'\?\)"):
+        HybridNet(mixers="routed", mixer_kwargs={"routd": {"topk": 2}}, depths=(1, 1, 1, 1), **SMALL)
+    with pytest.raises(ValueError, match=r"mixer_kwargs of stage 0 set \['routed'\], which stage 0 does not use"):
+        HybridNet(mixers="global|global|routed|routed", mixer_kwargs=[{"routed": {}}, {}, {}, {}], depths=(1, 1, 1, 1),
+                  **SMALL)
     with pytest.raises(ValueError, match="ffn must be one of"):
         HybridNet(ffn="glu", depths=(1, 1, 1, 1), **SMALL)
 
@@ -162,3 +167,18 @@ def test_export_with_every_new_mixer():
     program = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_decoupled_stage_input_under_gradient_checkpointing():
+    """Same gradients with checkpointing, and the stage input's gradient path (to the downsampling) is kept."""
+    x = torch.randn(2, 3, 40, 40)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = HybridNet(mixers="decoupled", depths=(1, 2, 1, 1), num_classes=3, **SMALL)
+        model.set_grad_checkpointing(ckpt)
+        model(x).square().sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0]["stages.1.blocks.1.mixer.qk.weight"].abs().sum() > 0
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")

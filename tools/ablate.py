@@ -25,8 +25,9 @@ Each run trains in OUTPUT/<variant>/seed<k>/ through ``tools/train.py`` (in this
 A finished run writes result.json there: its config, parameters, GMACs (torch counter, at the throughput size),
 inference img/s (median over repeats, batch ``batch_size``, eval mode, on the training device), final and best
 top-1 / top-5. Resume is the default: finished runs are skipped, a run with a last.pth.tar but no result.json
-continues from it (tools/train.py's exact resume), and a finished run whose config has since changed is an error
-(use a new output folder). ``--fresh`` starts every run over.
+continues from it (tools/train.py's exact resume), and a finished run whose config (variant kwargs, seed, overrides,
+or any value of the resolved recipe) has since changed is an error (use a new output folder). ``--fresh`` starts
+every run over.
 
 OUTPUT gets results.csv (one row per run), summary.csv (per variant: mean and std over seeds), ablation.png (top-1
 against img/s and against parameters, one point per variant with its seed spread) and grid.yaml (the grid as run).
@@ -174,7 +175,8 @@ def run_one(grid: dict[str, Any], name: str, kwargs: dict[str, Any], seed: int, 
             fresh: bool) -> dict[str, Any]:
     """Train (or resume) one variant / seed, measure it, write and return its result."""
     config = dict(model=grid["model"], model_kwargs=kwargs, seed=seed, recipe=grid["recipe"],
-                  overrides=list(grid["overrides"]), throughput=grid["throughput"])
+                  overrides=list(grid["overrides"]), throughput=grid["throughput"],
+                  recipe_values=grid.get("recipe_values"))  # the resolved recipe: an edited recipe file shows
     result_path = out / "result.json"
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -291,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from backbones.engine import load_config
 
     recipe = load_config(grid["recipe"], [str(o) for o in grid["overrides"]])
+    # what every run shares (the per-run keys aside): a finished run whose recipe has changed since is detected
+    grid["recipe_values"] = _plain({k: v for k, v in recipe.to_dict().items() if k not in ("model_kwargs", "seed")})
     kwargs = variant_kwargs(grid, recipe["model_kwargs"])
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(kwargs)
     missing = [n for n in names if n not in kwargs]
@@ -299,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or grid["seeds"]
     output = Path(args.output or os.path.join("runs", f"ablate-{Path(args.grid).stem}"))
     output.mkdir(parents=True, exist_ok=True)
-    (output / "grid.yaml").write_text(yaml.safe_dump(_plain(dict(grid, variants=kwargs)), sort_keys=False))
+    as_run = {k: v for k, v in grid.items() if k != "recipe_values"}
+    (output / "grid.yaml").write_text(yaml.safe_dump(_plain(dict(as_run, variants=kwargs)), sort_keys=False))
 
     jobs = [(n, s) for n in names for s in seeds]
     results = []

@@ -60,6 +60,11 @@ def test_macs_match_within_two_percent_by_an_independent_counter():
     assert b > a  # dwconv's model made up, in FFN MACs, the attention product fvcore does not see
 
 
+def test_a_candidate_already_on_budget_is_left_as_it_is():
+    match = match_budget(dict(SMALL, mixers="global"), dict(SMALL, mixers="sigmoid"), metric="params")
+    assert match.kwargs == dict(SMALL, mixers="sigmoid") and match.rel_error == 0
+
+
 def test_out_of_reach_is_an_error():
     with pytest.raises(ValueError, match=r"match_budget: no mlp_ratio within mlp_ratio \(3.9, 4.1\) brings"):
         match_budget(dict(SMALL, mixers="global"), dict(SMALL, mixers="identity"), ratio_range=(3.9, 4.1))

@@ -77,6 +77,59 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "transnext_base": (89_721_496, "TransNeXt README 89.7M; official transnext_base 89,721,496"),
 }
 
+
+
+def _linear(i: int, o: int, bias: bool = True) -> int:
+    return i * o + (o if bias else 0)
+
+
+# Parameters of each registry mixer at C channels and h heads, from the papers' layer lists (defaults of
+# backbones.blocks.create_mixer): focal L=2 levels of 3x3 and 5x5; routed with a 5x5 LCE; halo block 8 + halo 3
+# (window 14, two (2*14 - 1) x d tables) plus an output projection; static over a 7x7 window.
+_MIXER_PARAMS = {
+    "identity": lambda c, h: 0,
+    "pool": lambda c, h: 0,
+    "dwconv": lambda c, h: 49 * c + c,
+    "global": lambda c, h: _linear(c, 3 * c) + _linear(c, c),
+    "linear": lambda c, h: _linear(c, 3 * c) + _linear(c, c),
+    "focal": lambda c, h: _linear(c, 2 * c + 3) + 2 * _linear(c, c) + (9 + 25) * c,
+    "routed": lambda c, h: _linear(c, 3 * c) + 25 * c + c + _linear(c, c),
+    "halo": lambda c, h: c * c + 2 * c * c + 2 * 27 * (c // h) + _linear(c, c),
+    "static": lambda c, h: 2 * _linear(c, c) + 49 * h,
+}
+
+
+def hybrid_params(stage_mixers, dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), head_dim=32, mlp_ratio=4.0,
+                  num_classes=1000) -> int:
+    """HybridNet's parameter count from its description (docs/hybrids.md): conv stem (3x3/2 conv without bias, BN,
+    3x3/2 conv, LN), per stage LN + 3x3/2 conv downsampling, blocks of LN + mixer + LN + ConvGLU, final LN + head.
+    ``stage_mixers``: one entry per stage, a name or a '+'-cycle of names."""
+    c0 = dims[0]
+    n = 27 * (c0 // 2) + 2 * (c0 // 2) + 9 * (c0 // 2) * c0 + c0 + 2 * c0
+    for i, (c, d, entry) in enumerate(zip(dims, depths, stage_mixers)):
+        if i:
+            n += 2 * dims[i - 1] + 9 * dims[i - 1] * c + c
+        hidden = int(2 * int(c * mlp_ratio) / 3)  # ConvGLU at the budget of an MLP of mlp_ratio
+        cycle = entry.split("+")
+        for b in range(d):
+            n += 4 * c + _linear(c, 2 * hidden) + 10 * hidden + _linear(hidden, c)
+            n += _MIXER_PARAMS[cycle[b % len(cycle)]](c, c // head_dim)
+    return n + 2 * dims[-1] + _linear(dims[-1], num_classes)
+
+
+_HYBRID_SOURCE = "no published count (trained from scratch); analytic count, model_specs.hybrid_params"
+PUBLISHED_PARAMS.update({
+    "hybrid_tiny": (hybrid_params(("dwconv", "dwconv", "global", "global")), _HYBRID_SOURCE),
+    "hybrid_tiny_global": (hybrid_params(("global",) * 4), _HYBRID_SOURCE),
+    "hybrid_tiny_identity": (hybrid_params(("identity",) * 4), _HYBRID_SOURCE),
+    "hybrid_tiny_pool": (hybrid_params(("pool",) * 4), _HYBRID_SOURCE),
+    "hybrid_tiny_focal_routed": (hybrid_params(("focal", "focal", "routed", "routed")), _HYBRID_SOURCE),
+    "hybrid_tiny_halo_global": (hybrid_params(("halo", "halo", "halo+global", "global")), _HYBRID_SOURCE),
+    "hybrid_tiny_static_global": (hybrid_params(("static", "static", "static+global", "static+global")),
+                                  _HYBRID_SOURCE),
+    "hybrid_tiny_linear_global": (hybrid_params(("linear", "linear", "global", "global")), _HYBRID_SOURCE),
+})
+
 # family regex -> kwargs that shrink a model of that family to seconds on CPU while keeping its structure.
 SMALL_KWARGS: dict[str, dict] = {
     # BiFormer: routing stages with 2/4/6 heads of 8 channels (topk 1, 4, 16 of 7 x 7 regions), 8-head global stage.
@@ -99,6 +152,8 @@ SMALL_KWARGS: dict[str, dict] = {
     r"litv2_.*": dict(embed_dim=16, depths=(1, 1, 2, 1), head_dim=16),
     # TransNeXt: heads of 24 channels as in every variant; aggregated attention in stages 1-3, full in stage 4.
     r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4)),
+    # HybridNet: heads of 8 channels; two blocks in stage 3 so that interleaved layouts keep both mixers.
+    r"hybrid_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=8),
 }
 
 # Name regexes of models that cannot serve dense prediction (no odd-size check). Every family here can.

@@ -1,6 +1,8 @@
 """Token mixers and other blocks shared by the model families (one module per idea)."""
 
+from .ablation_mixers import DecoupledAttention, LinearAttention, SigmoidAttention, StaticMixer  # noqa: F401
 from .aggregated_attention import AggregatedAttention, LengthScaledAttention  # noqa: F401
+from .baseline_mixers import DWConvMixer, GlobalAttention, PoolMixer  # noqa: F401
 from .bilevel_routing_attention import BiLevelRoutingAttention  # noqa: F401
 from .cascaded_group_attention import CascadedGroupAttention, LocalWindowAttention  # noqa: F401
 from .channel_attention import ChannelAttention  # noqa: F401
@@ -12,4 +14,5 @@ from .deformable_token_merging import DeformableConv2d, DeformableTokenMerging  
 from .focal_modulation import FocalModulation  # noqa: F401
 from .halo_attention import HaloAttention  # noqa: F401
 from .hilo_attention import HiLoAttention  # noqa: F401
+from .mixer_registry import ChannelsFirstMixer, create_mixer, list_mixers, mixer_info, register_mixer  # noqa: F401
 from .window_attention import WindowAttention  # noqa: F401

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Train a grid of hybrids (mixer variants x seeds) with one recipe; tabulate and plot top-1 against speed and size.
 
-    python tools/ablate.py configs/ablate/digits_smoke.yaml --output runs/ablate-smoke      # CPU, a few minutes
-    python tools/ablate.py configs/ablate/in100_mixers.yaml --output runs/in100 --nproc 8   # torchrun per run
+    python tools/ablate.py configs/cls/ablation/digits_smoke.yaml --output runs/ablate-smoke      # CPU, a few minutes
+    python tools/ablate.py configs/cls/ablation/in100_mixers.yaml --output runs/in100 --nproc 8   # torchrun per run
     python tools/ablate.py GRID.yaml --output runs/x --only global,identity --seeds 0       # part of a grid
 
 A grid file (YAML) names a ``tools/train.py`` recipe and what varies:
 
-    recipe: ../cls/digits_hybrid_smoke.yaml      # relative to the grid file; every run trains with it
+    recipe: ../digits_hybrid_smoke.yaml          # relative to the grid file; every run trains with it
     model: hybrid_tiny                           # default hybrid_tiny
     model_kwargs: {embed_dims: [16, 32, 48, 64], depths: [1, 1, 2, 1]}   # shared by every variant
     seeds: [0, 1]                                # every variant is trained once per seed (the recipe's seed key)
@@ -270,7 +270,7 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tools/ablate.py", description=__doc__.split("\n")[0])
-    p.add_argument("grid", help="grid file (configs/ablate/*.yaml)")
+    p.add_argument("grid", help="grid file (configs/cls/ablation/*.yaml)")
     p.add_argument("--output", "-o", default="", help="output folder (default runs/ablate-<grid name>)")
     p.add_argument("--only", default="", help="comma-separated variants to run (default: all)")
     p.add_argument("--seeds", default="", help="comma-separated seeds to run (default: the grid's)")

@@ -9,9 +9,13 @@ Three mixers attend over sparse key sets that the PyTorch paths gather or shift 
 * halo attention (:class:`~backbones.blocks.HaloAttention`, HaloNet): b x b query blocks against their
   (b + 2h)^2 windows -- :mod:`backbones.kernels.halo_attention`.
 
-Each kernel module holds a forward and a backward Triton kernel behind an ``autograd.Function``: the softmax is
-computed online (no gathered keys, no attention matrix in memory), accumulations are fp32 whatever the input dtype,
-and the backward pass recomputes the attention from the saved log-sum-exp.
+Each kernel module holds a forward and a backward Triton kernel behind PyTorch custom operators (``backbones::*``,
+``torch.library.custom_op`` with fake implementations and registered autograd): the softmax is computed online (no
+gathered keys, no attention matrix in memory), accumulations are fp32 whatever the input dtype, and the backward
+pass recomputes the attention from the saved log-sum-exp. ``custom_op`` rather than ``torch.library.triton_op``:
+the fake implementations are written out, so every size stays symbolic under ``torch.export`` with dynamic shapes
+(triton_op's fake implementation is its launch code, whose tile sizes would specialise every dynamic size), and
+inductor calls the kernels as they are.
 
 Choice (:func:`select`), per call:
 
@@ -26,10 +30,14 @@ The choice is visible: every block that dispatches records it in its ``last_kern
 "triton"), and each new (mixer, choice, reason) is logged once at DEBUG level on the ``backbones.kernels`` logger.
 
 Graph capture: :func:`select` is plain Python on constants for ``torch.compile`` / ``torch.export`` (no graph break,
-``fullgraph=True`` works), and ``auto`` takes the kernels on CUDA there as in eager mode. The choice is then made
-once, when the graph is traced:
-the environment variables are read at that time (they are not guards -- set them before compiling, or call
-``torch._dynamo.reset()`` after changing them), and the DEBUG line is written at trace time.
+``fullgraph=True`` works), and under compilation ``auto`` takes the kernels on CUDA as in eager mode. The kernels'
+custom operators stay in the captured graph as single nodes (``backbones::routed_attention``,
+``backbones::aggregated_attention``, ``backbones::halo_attention`` and their backward operators), so a compiled or
+exported model runs the same kernels as in eager mode; loading an exported program that holds them needs the ops
+registered first (:func:`register_ops`). The choice is made once, when the graph is traced: the environment
+variables are read at that time (they are not guards -- set them before compiling, or call ``torch._dynamo.reset()``
+after changing them), and the DEBUG line is written at trace time. ``torch.jit.trace`` and FX symbolic tracing take
+the PyTorch paths in ``auto`` mode.
 """
 
 from __future__ import annotations
@@ -41,10 +49,25 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "DTYPES", "ENV_VAR", "interpreter_enabled", "requested_backend", "select", "triton_available"]
+__all__ = [
+    "BACKENDS",
+    "DTYPES",
+    "ENV_VAR",
+    "OPS",
+    "interpreter_enabled",
+    "register_ops",
+    "requested_backend",
+    "select",
+    "triton_available",
+]
 
 ENV_VAR = "BACKBONES_KERNELS"
 BACKENDS = ("auto", "torch", "triton")
+OPS = (  # the custom operators of the kernel modules (namespace backbones)
+    "routed_attention", "routed_attention_backward_dq", "routed_attention_backward_dkdv",
+    "aggregated_attention", "aggregated_attention_backward",
+    "halo_attention", "halo_attention_backward",
+)  # fmt: skip
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what every kernel takes (accumulating in fp32)
 _logger = logging.getLogger(__name__)
 _logged: set[tuple[str, str, str]] = set()
@@ -69,6 +92,16 @@ def triton_available() -> bool:
 def interpreter_enabled() -> bool:
     """Whether Triton's CPU interpreter is on (``TRITON_INTERPRET=1``): kernels then run on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def register_ops() -> list[str]:
+    """Import the three kernel modules (needs Triton), registering their ``backbones::*`` custom operators, as
+    loading a saved ``torch.export`` program that holds them requires; returns the operator names."""
+    if not triton_available():
+        raise RuntimeError("backbones.kernels.register_ops: Triton is not importable")
+    from . import aggregated_attention, halo_attention, routed_attention  # noqa: F401
+
+    return [f"backbones::{name}" for name in OPS]
 
 
 def requested_backend() -> str:

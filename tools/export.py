@@ -183,18 +183,23 @@ def failing_operator(exc: BaseException) -> str | None:
     return None
 
 
+def _short(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _user_frame(exc: BaseException) -> str | None:
     """The first source line of the model that the error points at (torch.export's 'from user code' or the traceback
     frame closest to the failure inside backbones / timm)."""
     for e in _causes(exc):
         m = re.search(r'from user code:\s*File "([^"]+)", line (\d+), in (\w+)\s*\n\s*(.+)', str(e))
         if m:
-            return f"{os.path.relpath(m.group(1))}:{m.group(2)} in {m.group(3)}: {m.group(4).strip()}"
+            return f"{_short(m.group(1))}:{m.group(2)} in {m.group(3)}: {m.group(4).strip()}"
     frames = [f for e in _causes(exc) for f in traceback.extract_tb(e.__traceback__)]
     ours = [f for f in frames if "/backbones/" in f.filename or "/timm/models/" in f.filename]
     if ours:
         f = ours[-1]
-        return f"{os.path.relpath(f.filename)}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+        return f"{_short(f.filename)}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
     return None
 
 

@@ -22,7 +22,12 @@ loaded program for pt2) against the eager model on the same random images: at th
 ``--dynamic`` also at ``--check-size`` (default: the example size minus 27 rows plus 29 columns, 197x253 for 224,
 an odd size that exercises padding). It prints the largest absolute difference, that difference relative to the
 largest eager output (the check fails, exit status 1, above ``--tolerance``, default 1e-4) and the median latency of
-both (``--repeats`` interleaved runs each). ``--csv`` writes those rows.
+both (``--repeats`` interleaved runs each). ``--csv`` writes those rows. A size the file does not serve -- outside
+the ranges the capture settled on, or breaking a condition the model's code imposed on the sizes while tracing
+(a map side divisible by a window, say) -- is a clear error that names the condition.
+
+Both formats start from one ``torch.export.export`` capture (given a module, the ONNX exporter would fall back to
+a capture that silently fixes the sizes where the model's code does not keep them symbolic).
 
 The sparse mixers run their PyTorch paths by default for ONNX (``--kernels torch``: a Triton kernel has no ONNX
 form) and follow ``BACKBONES_KERNELS`` for pt2. When something cannot be exported, the error names the operator (or
@@ -249,30 +254,30 @@ def _describe_failure(exc: BaseException, name: str, model: nn.Module, fmt: str,
 
 
 def export(model: nn.Module, x: torch.Tensor, args: argparse.Namespace, out: Path) -> tuple[str, Any]:
-    """Write the file; returns (a one-line description, the ONNX program or the exported program)."""
-    dynamic = _dynamic_shapes(args.dynamic)
+    """Write the file; returns (a one-line description, the exported program).
+
+    Both formats start from one ``torch.export.export`` (non-strict) capture, so a model whose code cannot keep the
+    sizes symbolic fails here with the source line that specialised them, for ONNX too (handed a module, the ONNX
+    exporter would fall back to a capture that silently fixes the sizes)."""
+    try:
+        with warnings_quiet():
+            program = torch.export.export(model, (x,), dynamic_shapes=_dynamic_shapes(args.dynamic))
+    except Exception as e:
+        raise ExportFailure(_describe_failure(e, args.model, model, args.format, "torch.export")) from e
     if args.format == "pt2":
-        stage = "torch.export"
-        try:
-            program = torch.export.export(model, (x,), dynamic_shapes=dynamic)
-        except Exception as e:
-            raise ExportFailure(_describe_failure(e, args.model, model, "pt2", stage)) from e
         torch.export.save(program, str(out))
         custom = sorted({str(n.target).rsplit(".", 1)[0] for n in program.graph.nodes
                          if str(n.target).startswith("backbones.")})
         note = f"; holds {', '.join(custom)}: call backbones.kernels.register_ops() before loading" if custom else ""
         return f"torch.export program{note}", program
-    stage = "ONNX export"
     try:
         with warnings_quiet():
-            onnx_program = torch.onnx.export(model, (x,), str(out), dynamo=True, dynamic_shapes=dynamic,
-                                             opset_version=args.opset, input_names=["image"],
-                                             output_names=["output"], verbose=False)
+            onnx_program = torch.onnx.export(program, (x,), str(out), dynamo=True, opset_version=args.opset,
+                                             input_names=["image"], output_names=["output"], verbose=False)
     except Exception as e:
-        stage = "torch.export capture" if "step 1/3" in str(e) or "Obtain model graph" in str(e) else stage
-        raise ExportFailure(_describe_failure(e, args.model, model, "onnx", stage)) from e
+        raise ExportFailure(_describe_failure(e, args.model, model, "onnx", "the ONNX translation")) from e
     opset = next((o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return f"ONNX, opset {opset}", onnx_program
+    return f"ONNX, opset {opset}", program
 
 
 @contextlib.contextmanager
@@ -318,6 +323,7 @@ def _runner(args: argparse.Namespace, out: Path, device: torch.device) -> Callab
     # steal the cores from the interleaved eager runs
     options.intra_op_num_threads = torch.get_num_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors reach the caller as exceptions, not as log lines
     session = ort.InferenceSession(str(out), options, providers=providers)
     input_name = session.get_inputs()[0].name
 
@@ -375,6 +381,21 @@ def _check_in_range(ranges: dict[str, tuple[int, int | None]], hw: tuple[int, in
             )
 
 
+def _check_size_conditions(program: Any, x: torch.Tensor, args: argparse.Namespace, model: nn.Module) -> None:
+    """Run the exported program once at x's size: its runtime assertions name any condition on the sizes that the
+    model's code imposed while tracing (e.g. a map side divisible by a window), which the ranges do not show."""
+    try:
+        with torch.no_grad():
+            program.module()(x)
+    except AssertionError as e:
+        condition = str(e).strip().splitlines()[-1].replace("Guard failed: ", "")
+        raise ExportFailure(
+            f"tools/export.py: the {args.format} export of {args.model} (family {family(model)}) does not serve "
+            f"{x.shape[2]}x{x.shape[3]}: the model's code fixed the condition {condition} on the input size while "
+            "tracing (x.size()[2] is H, [3] W); TORCH_LOGS=+dynamic shows where"
+        ) from e
+
+
 def format_checks(rows: list[dict[str, Any]], runtime: str) -> str:
     cols = [("input_size", "input"), ("max_abs_diff", "max|diff|"), ("rel_diff", "rel diff"), ("eager_ms", "eager ms"),
             ("exported_ms", f"{runtime} ms"), ("speedup", "speed-up")]
@@ -426,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             bar.update(1)
             ranges = None
             if args.dynamic:
-                ranges = size_ranges(program if args.format == "pt2" else program.exported_program)
+                ranges = size_ranges(program)
                 kind += f"; accepts {_ranges_text(ranges)}"
             rows = []
             if args.check:
@@ -435,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     bar.set_postfix_str(f"check {h}x{w}")
                     if ranges is not None:
                         _check_in_range(ranges, (h, w), args, model)
+                    if (h, w) != hw:
+                        _check_size_conditions(program, images(h, w), args, model)
                     try:
                         rows.append(check(model, run, images(h, w), args))
                     except ExportFailure:

@@ -111,3 +111,16 @@ def test_arguments(export_tool):
         export_tool.main([NAME, "--format", "onnx", "--check-size", "40", "40"])  # needs --dynamic
     with pytest.raises(SystemExit, match="unknown model 'efficientvit_m00'"):
         export_tool.main(["efficientvit_m00", "--format", "pt2"])
+
+
+def test_size_condition_imposed_while_tracing_is_named(export_tool, tmp_path, monkeypatch):
+    class Windowed(torch.nn.Module):  # reshapes into 8-pixel windows without padding: H and W must divide by 8
+        def forward(self, x):
+            b, c, h, w = x.shape
+            return x.view(b, c, h // 8, 8, w // 8, 8).mean((3, 5)).flatten(1).mean(1, keepdim=True)
+
+    monkeypatch.setattr(export_tool, "_build", lambda name, args: Windowed())
+    expected = r"does not serve 45x61: the model.s code fixed the condition .*x.size\(\)\[2\] // 8"
+    with pytest.raises(SystemExit, match=expected):
+        export_tool.main(["test_vit", "--format", "pt2", "--img-size", "32", "--dynamic", "--check", "--check-size",
+                          "45", "61", "--out", str(tmp_path / "m.pt2"), "--repeats", "1", "--no-progress"])

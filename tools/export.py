@@ -26,8 +26,8 @@ both (``--repeats`` interleaved runs each). ``--csv`` writes those rows. A size 
 the ranges the capture settled on, or breaking a condition the model's code imposed on the sizes while tracing
 (a map side divisible by a window, say) -- is a clear error that names the condition.
 
-Both formats start from one ``torch.export.export`` capture (given a module, the ONNX exporter would fall back to
-a capture that silently fixes the sizes where the model's code does not keep them symbolic).
+Both formats start from one ``torch.export.export`` capture: its runtime assertions name such a condition, which
+an ONNX graph does not carry (onnxruntime would only fail somewhere inside, or return wrong numbers).
 
 The sparse mixers run their PyTorch paths by default for ONNX (``--kernels torch``: a Triton kernel has no ONNX
 form) and follow ``BACKBONES_KERNELS`` for pt2. When something cannot be exported, the error names the operator (or
@@ -256,9 +256,9 @@ def _describe_failure(exc: BaseException, name: str, model: nn.Module, fmt: str,
 def export(model: nn.Module, x: torch.Tensor, args: argparse.Namespace, out: Path) -> tuple[str, Any]:
     """Write the file; returns (a one-line description, the exported program).
 
-    Both formats start from one ``torch.export.export`` (non-strict) capture, so a model whose code cannot keep the
-    sizes symbolic fails here with the source line that specialised them, for ONNX too (handed a module, the ONNX
-    exporter would fall back to a capture that silently fixes the sizes)."""
+    Both formats start from one ``torch.export.export`` (non-strict) capture: a model whose code cannot keep the
+    sizes symbolic fails here with the source line that specialised them, and the program's runtime assertions
+    (conditions on the sizes, which the ONNX graph does not carry) serve the checks of both formats."""
     try:
         with warnings_quiet():
             program = torch.export.export(model, (x,), dynamic_shapes=_dynamic_shapes(args.dynamic))

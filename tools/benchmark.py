@@ -32,6 +32,12 @@ interleaved repeats like ``--compare``) and puts ``ratio`` = torch ms / triton m
 kernels are faster). The ``kernels`` column says what the mixers actually ran (their ``last_kernel``); models
 without such mixers leave it empty. The Triton kernels need CUDA (``--device cuda``).
 
+``--compile`` times each model eager and under ``torch.compile`` in the same run (same weights, interleaved repeats
+like ``--compare``): rows ``ours[eager]`` and ``ours[inductor]`` (``--compile-backend`` picks another backend,
+``--compile-mode`` a mode such as ``max-autotune``, ``--fullgraph`` makes a graph break an error), ``ratio`` = eager
+ms / compiled ms on the compiled rows (above 1: compiling pays) and ``compile_s`` the seconds of the first, compiling
+call (not timed otherwise). Each mode compiles once (eval and train graphs differ).
+
 Writes a CSV (one row per model / mode / implementation) with ``--csv`` and a bar chart of img/s with ``--plot``.
 """
 
@@ -53,7 +59,7 @@ from torch import nn
 
 FIELDS = [
     "model", "impl", "mode", "device", "dtype", "batch_size", "input_size", "params_m", "gmacs", "flops_counter",
-    "img_per_s", "ms_per_iter", "peak_mem_mb", "ratio", "repeats", "kernels",
+    "img_per_s", "ms_per_iter", "peak_mem_mb", "ratio", "repeats", "kernels", "compile_s",
 ]
 
 
@@ -77,6 +83,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--kernels", nargs="+", choices=["auto", "torch", "triton"], default=None,
                    help="kernels of the sparse mixers (BACKBONES_KERNELS); two values, e.g. 'torch triton', time each "
                         "model with both in one run")
+    p.add_argument("--compile", action="store_true",
+                   help="time each model eager and under torch.compile in one run (interleaved)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for --compile")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for --compile (e.g. max-autotune)")
+    p.add_argument("--fullgraph", action="store_true", help="--compile with fullgraph=True (graph breaks are errors)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--fuse", action="store_true",
                    help="fold BN / re-parameterise every implementation (timm.models.reparameterize_model) "
@@ -91,6 +102,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--kernels: give each choice once")
     if args.kernels and len(args.kernels) > 1 and args.compare:
         p.error("--compare and several --kernels are separate comparisons; run them one at a time")
+    if args.compile and (args.compare or (args.kernels and len(args.kernels) > 1)):
+        p.error("--compile, --compare and several --kernels are separate comparisons; run them one at a time")
+    if (args.compile_mode or args.fullgraph or args.compile_backend != "inductor") and not args.compile:
+        p.error("--compile-backend, --compile-mode and --fullgraph apply to --compile")
     if args.repeats < 1 or args.warmup < 0 or args.batch_size < 1:
         p.error("--repeats and --batch-size must be >= 1, --warmup >= 0")
     return args
@@ -165,9 +180,17 @@ class _Runner:
     """One model, one mode: ``step()`` runs one iteration, ``time_one()`` times one, ``peak_mb()`` its memory."""
 
     def __init__(
-        self, model: nn.Module, mode: str, x: torch.Tensor, dtype: str, num_classes: int, kernels: str | None = None
+        self,
+        model: nn.Module,
+        mode: str,
+        x: torch.Tensor,
+        dtype: str,
+        num_classes: int,
+        kernels: str | None = None,
+        compiled: Callable[..., Any] | None = None,
     ) -> None:
         self.model, self.mode, self.x, self.kernels = model, mode, x, kernels
+        self.forward = model if compiled is None else compiled  # torch.compile(model): same module, same weights
         self.device = x.device
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
         self.target = torch.randint(0, max(num_classes, 1), (x.shape[0],), device=x.device)
@@ -189,10 +212,10 @@ class _Runner:
     def _step(self) -> None:
         if self.mode == "infer":
             with torch.inference_mode(), self._autocast():
-                self.model(self.x)
+                self.forward(self.x)
             return
         with self._autocast():
-            out = self.model(self.x)
+            out = self.forward(self.x)
             if isinstance(out, (tuple, list)):
                 out = out[0]
             loss = nn.functional.cross_entropy(out.float(), self.target)
@@ -279,6 +302,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from backbones._bench import get_reference
 
     kernel_choices = args.kernels or [None]
+    # (label suffix, torch.compile backend or None) of each variant of our models
+    variants = [("eager", None), (args.compile_backend, args.compile_backend)] if args.compile else [(None, None)]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -297,12 +322,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise SystemExit("tools/benchmark.py: --fuse folds BatchNorm for inference; use --mode infer")
 
     # (model name, impl label, builder) for every implementation to time
-    impls: list[tuple[str, str, Callable[[], nn.Module]]] = []
+    impls: list[tuple[str, str, Callable[[], nn.Module], str | None, str | None]] = []
     for name in args.models:
         ours_label = "ours" if name.split(".")[0] in backbones.list_models() else "timm"
         for kernels in kernel_choices:
-            label = ours_label if len(kernel_choices) == 1 else f"{ours_label}[{kernels}]"
-            impls.append((name, label, lambda n=name: _build(n, args.model_kwargs, args.num_classes), kernels))
+            for suffix, backend in variants:
+                label = ours_label if len(kernel_choices) == 1 else f"{ours_label}[{kernels}]"
+                label = label if suffix is None else f"{label}[{suffix}]"
+                build = lambda n=name: _build(n, args.model_kwargs, args.num_classes)  # noqa: E731
+                impls.append((name, label, build, kernels, backend))
         if args.compare:
             try:
                 build_ref, label = get_reference(name)
@@ -312,16 +340,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if args.num_classes is not None:
                 kwargs["num_classes"] = args.num_classes
             impls.append((name, label, lambda b=build_ref, kw=kwargs, n=name, lb=label: _build_reference(b, kw, n, lb),
-                          kernel_choices[0]))
+                          kernel_choices[0], None))
 
     rows: list[dict[str, Any]] = []
-    per_model = len(kernel_choices) + (1 if args.compare else 0)
-    total = len(args.models) * len(modes) * (args.warmup + args.repeats + 1) * per_model
+    per_model = len(kernel_choices) * len(variants) + (1 if args.compare else 0)
+    compile_calls = len(args.models) * len(modes) if args.compile else 0
+    total = len(args.models) * len(modes) * (args.warmup + args.repeats + 1) * per_model + compile_calls
     bar = tqdm(total=total, desc="benchmark", disable=args.no_progress or None, dynamic_ncols=True)
     for name in args.models:
-        models = []  # (label, model, params, gmacs, kernels); ours first
+        models = []  # (label, model, params, gmacs, kernels, compile backend); ours first
         x = None
-        for n, label, build, kernels in impls:
+        for n, label, build, kernels, backend in impls:
             if n != name:
                 continue
             torch.manual_seed(0)
@@ -336,10 +365,19 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             params = sum(p.numel() for p in model.parameters()) / 1e6
             with _kernels_env(kernels):
                 gmacs = count_gmacs(model, x, args.flops)
-            models.append((label, model, params, gmacs, kernels))
+            models.append((label, model, params, gmacs, kernels, backend))
         for mode in modes:
-            runners = [(label, _Runner(model, mode, x, args.dtype, _num_classes(model), kernels), params, gmacs)
-                       for label, model, params, gmacs, kernels in models]
+            runners, compile_s = [], {}
+            for label, model, params, gmacs, kernels, backend in models:
+                compiled = None
+                if backend is not None:  # a fresh compile per mode: the train and eval graphs differ
+                    torch._dynamo.reset()
+                    compiled = torch.compile(model, backend=backend, mode=args.compile_mode, fullgraph=args.fullgraph)
+                runner = _Runner(model, mode, x, args.dtype, _num_classes(model), kernels, compiled=compiled)
+                if compiled is not None:  # the first call compiles: timed apart, never among the repeats
+                    compile_s[label] = round(runner.time_one(), 2)
+                    bar.update(1)
+                runners.append((label, runner, params, gmacs))
             for _ in range(args.warmup):
                 for _label, runner, *_ in runners:
                     runner.step()
@@ -359,10 +397,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     flops_counter=None if gmacs is None else args.flops,
                     img_per_s=round(args.batch_size / median, 2), ms_per_iter=round(1000 * median, 3),
                     peak_mem_mb=round(runner.peak_mb(), 2), ratio=None, repeats=args.repeats,
-                    kernels=kernels_used(runner.model),
+                    kernels=kernels_used(runner.model), compile_s=compile_s.get(label),
                 ))
                 bar.update(1)
-            if len(kernel_choices) > 1:  # the first choice is the baseline: its time / each other's time
+            if len(kernel_choices) > 1 or args.compile:  # the first is the baseline: its time / each other's
                 group = rows[-len(runners):]
                 for row in group[1:]:
                     row["ratio"] = round(group[0]["ms_per_iter"] / row["ms_per_iter"], 3)
@@ -382,7 +420,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     cols = [("model", "model"), ("impl", "impl"), ("mode", "mode"), ("input_size", "input"), ("params_m", "params(M)"),
             ("gmacs", "GMACs"), ("img_per_s", "img/s"), ("ms_per_iter", "ms/iter"), ("peak_mem_mb", "peak MB"),
             ("ratio", "ratio"), ("kernels", "kernels")]
-    cells = [[h for _, h in cols]] + [["" if r[k] is None else str(r[k]) for k, _ in cols] for r in rows]
+    if any(r.get("compile_s") is not None for r in rows):
+        cols.append(("compile_s", "compile s"))
+    cells = [[h for _, h in cols]] + [["" if r.get(k) is None else str(r[k]) for k, _ in cols] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -441,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         + (f"; ratio = {args.kernels[0]} ms / this row's ms (> 1: faster than {args.kernels[0]})"
            if args.kernels and len(args.kernels) > 1 else "")
         + ("; +fused: timm.models.reparameterize_model applied first" if args.fuse else "")
+        + (f"; ratio = eager ms / torch.compile({args.compile_backend}) ms (> 1: compiled faster), compile_s = the "
+           "first (compiling) call" if args.compile else "")
     )
     if args.csv:
         write_csv(rows, args.csv)

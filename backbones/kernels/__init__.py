@@ -9,14 +9,18 @@ Three mixers attend over sparse key sets that the PyTorch paths gather or shift 
 * halo attention (:class:`~backbones.blocks.HaloAttention`, HaloNet): b x b query blocks against their
   (b + 2h)^2 windows -- :mod:`backbones.kernels.halo_attention`.
 
-Each kernel module holds a forward and a backward Triton kernel behind an ``autograd.Function``: the softmax is
-computed online (no gathered keys, no attention matrix in memory), accumulations are fp32 whatever the input dtype,
-and the backward pass recomputes the attention from the saved log-sum-exp.
+Each kernel module holds a forward and a backward Triton kernel behind PyTorch custom operators (``backbones::*``,
+``torch.library.custom_op`` with fake implementations and registered autograd): the softmax is computed online (no
+gathered keys, no attention matrix in memory), accumulations are fp32 whatever the input dtype, and the backward
+pass recomputes the attention from the saved log-sum-exp. ``custom_op`` rather than ``torch.library.triton_op``:
+the fake implementations are written out, so every size stays symbolic under ``torch.export`` with dynamic shapes
+(triton_op's fake implementation is its launch code, whose tile sizes would specialise every dynamic size), and
+inductor calls the kernels as they are.
 
 Choice (:func:`select`), per call:
 
 * ``BACKBONES_KERNELS`` unset or ``auto``: Triton for CUDA tensors when Triton imports and the kernel supports the
-  call, PyTorch otherwise (CPU tensors, unsupported options, tracing / ``torch.compile``);
+  call, PyTorch otherwise (CPU tensors, unsupported options, ``torch.jit.trace`` and FX symbolic tracing);
 * ``BACKBONES_KERNELS=torch``: always PyTorch;
 * ``BACKBONES_KERNELS=triton``: always Triton, an error where it cannot run. CPU tensors run only under Triton's
   interpreter (``TRITON_INTERPRET=1`` set before the first kernel is imported): that is how the tests check the
@@ -24,6 +28,16 @@ Choice (:func:`select`), per call:
 
 The choice is visible: every block that dispatches records it in its ``last_kernel`` attribute ("torch" or
 "triton"), and each new (mixer, choice, reason) is logged once at DEBUG level on the ``backbones.kernels`` logger.
+
+Graph capture: :func:`select` is plain Python on constants for ``torch.compile`` / ``torch.export`` (no graph break,
+``fullgraph=True`` works), and under compilation ``auto`` takes the kernels on CUDA as in eager mode. The kernels'
+custom operators stay in the captured graph as single nodes (``backbones::routed_attention``,
+``backbones::aggregated_attention``, ``backbones::halo_attention`` and their backward operators), so a compiled or
+exported model runs the same kernels as in eager mode; loading an exported program that holds them needs the ops
+registered first (:func:`register_ops`). The choice is made once, when the graph is traced: the environment
+variables are read at that time (they are not guards -- set them before compiling, or call ``torch._dynamo.reset()``
+after changing them), and the DEBUG line is written at trace time. ``torch.jit.trace`` and FX symbolic tracing take
+the PyTorch paths in ``auto`` mode.
 """
 
 from __future__ import annotations
@@ -35,18 +49,32 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "DTYPES", "ENV_VAR", "interpreter_enabled", "requested_backend", "select", "triton_available"]
+__all__ = [
+    "BACKENDS",
+    "DTYPES",
+    "ENV_VAR",
+    "OPS",
+    "interpreter_enabled",
+    "register_ops",
+    "requested_backend",
+    "select",
+    "triton_available",
+]
 
 ENV_VAR = "BACKBONES_KERNELS"
 BACKENDS = ("auto", "torch", "triton")
+OPS = (  # the custom operators of the kernel modules (namespace backbones)
+    "routed_attention", "routed_attention_backward_dq", "routed_attention_backward_dkdv",
+    "aggregated_attention", "aggregated_attention_backward",
+    "halo_attention", "halo_attention_backward",
+)  # fmt: skip
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what every kernel takes (accumulating in fp32)
 _logger = logging.getLogger(__name__)
 _logged: set[tuple[str, str, str]] = set()
 
 
 @functools.lru_cache(maxsize=1)
-def triton_available() -> bool:
-    """Whether ``import triton`` works (it ships with the CUDA builds of torch)."""
+def _import_triton() -> bool:
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
@@ -55,9 +83,25 @@ def triton_available() -> bool:
     return True
 
 
+@torch.compiler.assume_constant_result  # a fact of the install: a constant for dynamo, which traces no import
+def triton_available() -> bool:
+    """Whether ``import triton`` works (it ships with the CUDA builds of torch)."""
+    return _import_triton()
+
+
 def interpreter_enabled() -> bool:
     """Whether Triton's CPU interpreter is on (``TRITON_INTERPRET=1``): kernels then run on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def register_ops() -> list[str]:
+    """Import the three kernel modules (needs Triton), registering their ``backbones::*`` custom operators, as
+    loading a saved ``torch.export`` program that holds them requires; returns the operator names."""
+    if not triton_available():
+        raise RuntimeError("backbones.kernels.register_ops: Triton is not importable")
+    from . import aggregated_attention, halo_attention, routed_attention  # noqa: F401
+
+    return [f"backbones::{name}" for name in OPS]
 
 
 def requested_backend() -> str:
@@ -68,11 +112,15 @@ def requested_backend() -> str:
     return value
 
 
-def _log(op: str, backend: str, reason: str) -> None:
+# Called by dynamo at trace time with constant arguments (its result taken as a constant): the log line is written
+# once per traced graph instead of a logger call in the graph, which dynamo refuses under fullgraph=True.
+@torch.compiler.assume_constant_result
+def _log(op: str, backend: str, reason: str) -> bool:
     key = (op, backend, reason)
     if key not in _logged:
         _logged.add(key)
         _logger.debug("%s: %s kernel (%s)", op, backend, reason)
+    return True
 
 
 def select(op: str, *tensors: Tensor, unsupported: str | None = None) -> str:
@@ -80,16 +128,26 @@ def select(op: str, *tensors: Tensor, unsupported: str | None = None) -> str:
 
     ``unsupported`` is the reason the Triton kernel cannot serve this call (an option or shape it lacks), or None;
     tensors of a dtype outside :data:`DTYPES` are unsupported too. With ``BACKBONES_KERNELS=triton`` an unsupported
-    call, a missing Triton or a CPU tensor without the interpreter raise a ``RuntimeError`` that says which.
+    call, a missing Triton, a CPU tensor without the interpreter or FX symbolic tracing raise a ``RuntimeError`` that
+    says which. Safe inside ``torch.compile(fullgraph=True)`` and ``torch.export``: only constants (devices, dtypes,
+    environment) decide, and under compilation ``auto`` takes the kernels on CUDA as in eager mode.
     """
-    if unsupported is None:
-        other = sorted({str(t.dtype) for t in tensors if t.dtype not in DTYPES})
-        if other:
-            unsupported = f"dtype {', '.join(other)} (the kernels take float32, float16 and bfloat16)"
     requested = requested_backend()
     if requested == "torch":
         _log(op, "torch", f"{ENV_VAR}=torch")
         return "torch"
+    if any(isinstance(t, torch.fx.Proxy) for t in tensors):  # FX symbolic tracing: no devices or dtypes to look at
+        if requested == "triton":
+            raise RuntimeError(
+                f"{op}: {ENV_VAR}=triton, but FX symbolic tracing cannot trace the Triton kernels (use "
+                "torch.compile or torch.export, which keep them in the graph)"
+            )
+        _log(op, "torch", "auto, FX symbolic tracing")
+        return "torch"
+    if unsupported is None:
+        other = sorted({str(t.dtype) for t in tensors if t.dtype not in DTYPES})
+        if other:
+            unsupported = f"dtype {', '.join(other)} (the kernels take float32, float16 and bfloat16)"
     devices = {t.device.type for t in tensors}
     on_cuda = devices == {"cuda"}
     interpreted = devices == {"cpu"} and interpreter_enabled()
@@ -111,8 +169,8 @@ def select(op: str, *tensors: Tensor, unsupported: str | None = None) -> str:
     # auto
     if not on_cuda:
         reason = "not CUDA tensors"
-    elif torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        reason = "tracing / compiling"
+    elif torch.jit.is_tracing() or torch.jit.is_scripting():
+        reason = "torch.jit tracing / scripting"
     elif not triton_available():
         reason = "Triton not importable"
     elif unsupported:

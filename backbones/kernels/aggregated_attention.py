@@ -42,7 +42,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from . import DTYPES, _common
 from ._common import block_dim, dot_precision
@@ -291,75 +290,116 @@ def _config(
     )
 
 
-class _AggregatedAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        k_pool: Tensor,
-        v_pool: Tensor,
-        pos_bias: Tensor,
-        rel_local: Tensor,
-        w_add: Tensor,
-        window_size: int,
-    ) -> Tensor:
-        b, height, width, heads, hd = q.shape
-        num_pooled = k_pool.shape[2]
-        cfg = _config(heads, hd, window_size, num_pooled, q.dtype, q.device)
-        out = torch.empty(b, height, width, heads, hd, device=q.device, dtype=q.dtype)
-        lse = torch.empty(b, heads, height * width, device=q.device, dtype=torch.float32)
-        grid = (triton.cdiv(height * width, cfg["BLOCK_M"]), b * heads)
-        _aggregated_fwd_kernel[grid](
-            q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse,
-            *_strides(q, 5), *_strides(k, 5), *_strides(v, 5), *_strides(k_pool, 4), *_strides(v_pool, 4),
-            *_strides(pos_bias, 3), *_strides(rel_local, 2), *_strides(w_add, 5),
-            height, width, num_pooled,
-            **cfg, num_warps=_NUM_WARPS, num_stages=_NUM_STAGES,
-        )  # fmt: skip
-        ctx.save_for_backward(q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse)
-        ctx.window_size = window_size
-        return out
+# Custom operators (``torch.library``): torch.compile and torch.export keep them in the graph as single nodes
+# (backbones::aggregated_attention / aggregated_attention_backward); the fake implementations give the output shapes
+# for any symbolic size, the Triton launches run only on real tensors.
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor):
-        q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse = ctx.saved_tensors
-        b, height, width, heads, hd = q.shape
-        num_pooled = k_pool.shape[2]
-        ws = ctx.window_size
-        grad_out = grad_out.to(out.dtype)
-        cfg = _config(heads, hd, ws, num_pooled, q.dtype, q.device)
-        f32 = dict(device=q.device, dtype=torch.float32)
-        dq = torch.empty(q.shape, **f32)
-        dk = torch.zeros(q.shape, **f32)
-        dv = torch.zeros(q.shape, **f32)
-        dkp = torch.zeros(b, heads, num_pooled, hd, **f32)
-        dvp = torch.zeros(b, heads, num_pooled, hd, **f32)
-        dpb = torch.zeros(heads, height * width, num_pooled, **f32)
-        dr = torch.zeros(heads, ws * ws, **f32)
-        dwa = torch.empty(b, height, width, heads, ws * ws, **f32)
-        grid = (triton.cdiv(height * width, cfg["BLOCK_M"]), b * heads)
-        _aggregated_bwd_kernel[grid](
-            q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse, grad_out,
-            dq, dk, dv, dkp, dvp, dpb, dr, dwa,
-            *_strides(q, 5), *_strides(k, 5), *_strides(v, 5), *_strides(k_pool, 4), *_strides(v_pool, 4),
-            *_strides(pos_bias, 3), *_strides(rel_local, 2), *_strides(w_add, 5), *_strides(grad_out, 5),
-            height, width, num_pooled,
-            **cfg, num_warps=_NUM_WARPS, num_stages=_NUM_STAGES,
-        )  # fmt: skip
-        grads = (
-            dq.to(q.dtype),
-            dk.to(k.dtype),
-            dv.to(v.dtype),
-            dkp.to(k_pool.dtype),
-            dvp.to(v_pool.dtype),
-            dpb.to(pos_bias.dtype),
-            dr.to(rel_local.dtype),
-            dwa.to(w_add.dtype),
-        )
-        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
+
+@torch.library.custom_op("backbones::aggregated_attention", mutates_args=())
+def _aggregated_forward_op(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_pool: Tensor,
+    v_pool: Tensor,
+    pos_bias: Tensor,
+    rel_local: Tensor,
+    w_add: Tensor,
+    window_size: int,
+) -> tuple[Tensor, Tensor]:
+    """(out, fp32 log-sum-exp per (batch, head, pixel)) of the fused aggregated attention."""
+    b, height, width, heads, hd = q.shape
+    num_pooled = k_pool.shape[2]
+    cfg = _config(heads, hd, window_size, num_pooled, q.dtype, q.device)
+    out = torch.empty(b, height, width, heads, hd, device=q.device, dtype=q.dtype)
+    lse = torch.empty(b, heads, height * width, device=q.device, dtype=torch.float32)
+    grid = (triton.cdiv(height * width, cfg["BLOCK_M"]), b * heads)
+    _aggregated_fwd_kernel[grid](
+        q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse,
+        *_strides(q, 5), *_strides(k, 5), *_strides(v, 5), *_strides(k_pool, 4), *_strides(v_pool, 4),
+        *_strides(pos_bias, 3), *_strides(rel_local, 2), *_strides(w_add, 5),
+        height, width, num_pooled,
+        **cfg, num_warps=_NUM_WARPS, num_stages=_NUM_STAGES,
+    )  # fmt: skip
+    return out, lse
+
+
+@_aggregated_forward_op.register_fake
+def _(q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, window_size):
+    b, height, width, heads, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty(b, heads, height * width, dtype=torch.float32)
+
+
+@torch.library.custom_op("backbones::aggregated_attention_backward", mutates_args=())
+def _aggregated_backward_op(
+    grad_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_pool: Tensor,
+    v_pool: Tensor,
+    pos_bias: Tensor,
+    rel_local: Tensor,
+    w_add: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    window_size: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of q, k, v, k_pool, v_pool, pos_bias, rel_local and w_add, each in its input's dtype."""
+    b, height, width, heads, hd = q.shape
+    num_pooled = k_pool.shape[2]
+    ws = window_size
+    grad_out = grad_out.to(out.dtype)
+    cfg = _config(heads, hd, ws, num_pooled, q.dtype, q.device)
+    f32 = dict(device=q.device, dtype=torch.float32)
+    dq = torch.empty(q.shape, **f32)
+    dk = torch.zeros(q.shape, **f32)
+    dv = torch.zeros(q.shape, **f32)
+    dkp = torch.zeros(b, heads, num_pooled, hd, **f32)
+    dvp = torch.zeros(b, heads, num_pooled, hd, **f32)
+    dpb = torch.zeros(heads, height * width, num_pooled, **f32)
+    dr = torch.zeros(heads, ws * ws, **f32)
+    dwa = torch.empty(b, height, width, heads, ws * ws, **f32)
+    grid = (triton.cdiv(height * width, cfg["BLOCK_M"]), b * heads)
+    _aggregated_bwd_kernel[grid](
+        q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse, grad_out,
+        dq, dk, dv, dkp, dvp, dpb, dr, dwa,
+        *_strides(q, 5), *_strides(k, 5), *_strides(v, 5), *_strides(k_pool, 4), *_strides(v_pool, 4),
+        *_strides(pos_bias, 3), *_strides(rel_local, 2), *_strides(w_add, 5), *_strides(grad_out, 5),
+        height, width, num_pooled,
+        **cfg, num_warps=_NUM_WARPS, num_stages=_NUM_STAGES,
+    )  # fmt: skip
+    return (
+        dq.to(q.dtype),
+        dk.to(k.dtype),
+        dv.to(v.dtype),
+        dkp.to(k_pool.dtype),
+        dvp.to(v_pool.dtype),
+        dpb.to(pos_bias.dtype),
+        dr.to(rel_local.dtype),
+        dwa.to(w_add.dtype),
+    )
+
+
+@_aggregated_backward_op.register_fake
+def _(grad_out, q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, out, lse, window_size):
+    return tuple(t.new_empty(t.shape) for t in (q, k, v, k_pool, v_pool, pos_bias, rel_local, w_add))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, window_size = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(*tensors, out, lse)
+    ctx.window_size = window_size
+
+
+def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None):
+    grads = _aggregated_backward_op(grad_out, *ctx.saved_tensors, ctx.window_size)
+    return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
+
+
+_aggregated_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def aggregated_attention(
@@ -409,4 +449,5 @@ def aggregated_attention(
     if w_add.shape != (b, height, width, heads, window_size**2):
         raise ValueError(f"aggregated_attention: w_add must be {(b, height, width, heads, window_size**2)}")
     k, v, k_pool, v_pool = (t.to(dtype) for t in (k, v, k_pool, v_pool))
-    return _AggregatedAttention.apply(q_scaled, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, window_size)
+    out, _ = _aggregated_forward_op(q_scaled, k, v, k_pool, v_pool, pos_bias, rel_local, w_add, int(window_size))
+    return out

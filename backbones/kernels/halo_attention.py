@@ -395,88 +395,96 @@ def _grid_sizes(q: Tensor, kv_map: Tensor, rel_h: Tensor, block: int, d_qk: int)
     return nh, nw, channels - d_qk
 
 
-class _HaloAttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx, q: Tensor, kv_map: Tensor, rel_h: Tensor, rel_w: Tensor, block: int, d_qk: int, scale: float
-    ) -> Tensor:
-        nh, nw, d_v = _grid_sizes(q, kv_map, rel_h, block, d_qk)
-        n, length, window = rel_h.shape
-        if rel_w.shape != rel_h.shape:
-            raise ValueError(f"halo_attention: rel_w {tuple(rel_w.shape)} != rel_h {tuple(rel_h.shape)}")
-        cfg = _config(length, window, d_qk, d_v, q.dtype, backward=False)
-        out = torch.empty(n, length, d_v, dtype=q.dtype, device=q.device)
-        lse = torch.empty(n, length, dtype=torch.float32, device=q.device)
-        grid = (n, triton.cdiv(length, cfg["BLOCK_M"]))
-        _halo_fwd_kernel[grid](
-            q,
-            kv_map,
-            rel_h,
-            rel_w,
-            out,
-            lse,
-            *q.stride(),
-            *kv_map.stride(),
-            *rel_h.stride(),
-            *rel_w.stride(),
-            *out.stride(),
-            length,
-            nh,
-            nw,
-            block,
-            window,
-            d_qk,
-            d_v,
-            float(scale),
-            F32_OPERANDS=_f32_operands(q),
-            **cfg,
-        )
-        ctx.save_for_backward(q, kv_map, rel_h, rel_w, out, lse)
-        ctx.shape = (nh, nw, block, window, d_qk, d_v, float(scale))
-        return out
+# Custom operators (``torch.library``): torch.compile and torch.export keep them in the graph as single nodes
+# (backbones::halo_attention / halo_attention_backward); the fake implementations give the output shapes for any
+# symbolic size, the Triton launch runs only on real tensors.
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        q, kv_map, rel_h, rel_w, out, lse = ctx.saved_tensors
-        nh, nw, block, window, d_qk, d_v, scale = ctx.shape
-        n, length, _ = rel_h.shape
-        cfg = _config(length, window, d_qk, d_v, q.dtype, backward=True)
-        delta = (grad_out.float() * out.float()).sum(-1)
-        grad_q = torch.empty(n, length, d_qk, dtype=q.dtype, device=q.device)
-        grad_kv = torch.zeros(kv_map.shape, dtype=torch.float32, device=q.device)
-        grad_rel_h = torch.empty(n, length, window, dtype=rel_h.dtype, device=q.device)
-        grad_rel_w = torch.empty(n, length, window, dtype=rel_w.dtype, device=q.device)
-        grid = (n, triton.cdiv(length, cfg["BLOCK_M"]))
-        _halo_bwd_kernel[grid](
-            q,
-            kv_map,
-            rel_h,
-            rel_w,
-            grad_out,
-            lse,
-            delta,
-            grad_q,
-            grad_kv,
-            grad_rel_h,
-            grad_rel_w,
-            *q.stride(),
-            *kv_map.stride(),
-            *grad_kv.stride(),
-            *rel_h.stride(),
-            *rel_w.stride(),
-            *grad_out.stride(),
-            length,
-            nh,
-            nw,
-            block,
-            window,
-            d_qk,
-            d_v,
-            scale,
-            F32_OPERANDS=_f32_operands(q),
-            **cfg,
-        )
-        return grad_q, grad_kv.to(kv_map.dtype), grad_rel_h, grad_rel_w, None, None, None
+
+@torch.library.custom_op("backbones::halo_attention", mutates_args=())
+def _halo_forward_op(
+    q: Tensor, kv_map: Tensor, rel_h: Tensor, rel_w: Tensor, block: int, d_qk: int, scale: float
+) -> tuple[Tensor, Tensor]:
+    """(out, fp32 log-sum-exp per query) of the fused halo attention."""
+    nh, nw, d_v = _grid_sizes(q, kv_map, rel_h, block, d_qk)
+    n, length, window = rel_h.shape
+    cfg = _config(length, window, d_qk, d_v, q.dtype, backward=False)
+    out = torch.empty(n, length, d_v, dtype=q.dtype, device=q.device)
+    lse = torch.empty(n, length, dtype=torch.float32, device=q.device)
+    grid = (n, triton.cdiv(length, cfg["BLOCK_M"]))
+    _halo_fwd_kernel[grid](
+        q, kv_map, rel_h, rel_w, out, lse,
+        *q.stride(), *kv_map.stride(), *rel_h.stride(), *rel_w.stride(), *out.stride(),
+        length, nh, nw, block, window, d_qk, d_v, float(scale),
+        F32_OPERANDS=_f32_operands(q), **cfg,
+    )  # fmt: skip
+    return out, lse
+
+
+@_halo_forward_op.register_fake
+def _(q, kv_map, rel_h, rel_w, block, d_qk, scale):
+    n, length, _ = rel_h.shape
+    d_v = kv_map.shape[-1] - d_qk
+    return q.new_empty(n, length, d_v), q.new_empty(n, length, dtype=torch.float32)
+
+
+@torch.library.custom_op("backbones::halo_attention_backward", mutates_args=())
+def _halo_backward_op(
+    grad_out: Tensor,
+    q: Tensor,
+    kv_map: Tensor,
+    rel_h: Tensor,
+    rel_w: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    block: int,
+    d_qk: int,
+    scale: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of q, kv_map, rel_h and rel_w."""
+    nh, nw, d_v = _grid_sizes(q, kv_map, rel_h, block, d_qk)
+    n, length, window = rel_h.shape
+    cfg = _config(length, window, d_qk, d_v, q.dtype, backward=True)
+    delta = (grad_out.float() * out.float()).sum(-1)
+    grad_q = torch.empty(n, length, d_qk, dtype=q.dtype, device=q.device)
+    grad_kv = torch.zeros(kv_map.shape, dtype=torch.float32, device=q.device)
+    grad_rel_h = torch.empty(n, length, window, dtype=rel_h.dtype, device=q.device)
+    grad_rel_w = torch.empty(n, length, window, dtype=rel_w.dtype, device=q.device)
+    grid = (n, triton.cdiv(length, cfg["BLOCK_M"]))
+    _halo_bwd_kernel[grid](
+        q, kv_map, rel_h, rel_w, grad_out, lse, delta, grad_q, grad_kv, grad_rel_h, grad_rel_w,
+        *q.stride(), *kv_map.stride(), *grad_kv.stride(), *rel_h.stride(), *rel_w.stride(), *grad_out.stride(),
+        length, nh, nw, block, window, d_qk, d_v, float(scale),
+        F32_OPERANDS=_f32_operands(q), **cfg,
+    )  # fmt: skip
+    return grad_q, grad_kv.to(kv_map.dtype), grad_rel_h, grad_rel_w
+
+
+@_halo_backward_op.register_fake
+def _(grad_out, q, kv_map, rel_h, rel_w, out, lse, block, d_qk, scale):
+    n, length, window = rel_h.shape
+    return (
+        q.new_empty(n, length, q.shape[-1]),
+        kv_map.new_empty(kv_map.shape),
+        rel_h.new_empty(n, length, window),
+        rel_w.new_empty(n, length, window),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, kv_map, rel_h, rel_w, block, d_qk, scale = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, kv_map, rel_h, rel_w, out, lse)
+    ctx.args = (block, d_qk, scale)
+
+
+def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None):
+    q, kv_map, rel_h, rel_w, out, lse = ctx.saved_tensors
+    grads = _halo_backward_op(grad_out, q, kv_map, rel_h, rel_w, out, lse, *ctx.args)
+    return *grads, None, None, None
+
+
+_halo_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def halo_attention(
@@ -496,4 +504,7 @@ def halo_attention(
     Returns (n, L, d_v) in q's dtype. Differentiable in q, kv_map, rel_h and rel_w (the map's gradient is summed by
     fp32 atomics, nondeterministic in its last bits on a GPU). Every query row needs at least one finite logit.
     """
-    return _HaloAttentionFunction.apply(q, kv_map, rel_h, rel_w, block, d_qk, scale)
+    _grid_sizes(q, kv_map, rel_h, block, d_qk)
+    if rel_w.shape != rel_h.shape:
+        raise ValueError(f"halo_attention: rel_w {tuple(rel_w.shape)} != rel_h {tuple(rel_h.shape)}")
+    return _halo_forward_op(q, kv_map, rel_h, rel_w, int(block), int(d_qk), float(scale))[0]

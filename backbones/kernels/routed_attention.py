@@ -52,7 +52,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from . import DTYPES, _common
 from ._common import block_dim, dot_precision
@@ -334,86 +333,175 @@ def _mask_args(mask: Tensor | None, nb: int, topk: int, n_kv: int) -> tuple[Tens
     return m, (topk * n_kv, n_kv, 0, 1)
 
 
-class _RoutedAttentionFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, kv, weight, rows, mask_u8, mask_strides, heads, qk_dim, scale):
-        nb, n, _ = q.shape
-        n_kv, width = kv.shape[1], kv.shape[2]
-        c = width - qk_dim
-        topk = rows.shape[1]
-        d_qk, d_v = qk_dim // heads, c // heads
-        cfg = _Config(n, n_kv, d_qk, d_v, q.dtype, q.device)
-        out = torch.empty(nb, n, c, device=q.device, dtype=q.dtype)
-        lse = torch.empty(nb, heads, n, device=q.device, dtype=torch.float32)
-        dummy = rows  # any tensor stands in for an absent optional input (never read)
-        grid = (nb * heads, triton.cdiv(n, cfg.block_m))
-        _fwd_kernel[grid](
-            q, kv, rows, dummy if weight is None else weight, dummy if mask_u8 is None else mask_u8, out, lse,
-            *q.stride(), *kv.stride(), *out.stride(), *mask_strides,
-            n, n_kv, topk, qk_dim, d_qk, d_v, scale * _LOG2E,
-            HEADS=heads, HAS_W=weight is not None, HAS_MASK=mask_u8 is not None,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_DQK=cfg.block_dqk, BLOCK_DV=cfg.block_dv,
-            PRECISION=cfg.precision, UPCAST=cfg.upcast, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )  # fmt: skip
-        ctx.save_for_backward(q, kv, weight, rows, mask_u8, out, lse)
-        ctx.args = (mask_strides, heads, qk_dim, scale, cfg)
-        return out
+# Custom operators (``torch.library``): torch.compile and torch.export keep them in the graph as single nodes
+# (backbones::routed_attention and its two backward ops); the fake implementations give the output shapes for any
+# symbolic size, the Triton launches run only on real tensors. ``mask`` is the key-valid mask as uint8 and
+# ``mask_strides`` its (query region, slot, key region, key) strides (:func:`_mask_args`).
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        q, kv, weight, rows, mask_u8, out, lse = ctx.saved_tensors
-        mask_strides, heads, qk_dim, scale, cfg = ctx.args
-        need_q, need_kv, need_w = ctx.needs_input_grad[:3]
-        nb, n, _ = q.shape
-        n_kv, width = kv.shape[1], kv.shape[2]
-        c = width - qk_dim
-        topk = rows.shape[1]
-        d_qk, d_v = qk_dim // heads, c // heads
-        do = grad_out.contiguous()
-        # D_i = rowsum(dO * O) per head, in fp32: (N, heads, n) like lse.
-        delta = (do.float() * out.float()).view(nb, n, heads, d_v).sum(-1).transpose(1, 2).contiguous()
-        dummy = rows
-        has_w, has_mask = weight is not None, mask_u8 is not None
-        w_arg = dummy if weight is None else weight
-        m_arg = dummy if mask_u8 is None else mask_u8
-        common = dict(
-            HEADS=heads, HAS_W=has_w, HAS_MASK=has_mask,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_DQK=cfg.block_dqk, BLOCK_DV=cfg.block_dv,
-            PRECISION=cfg.precision, UPCAST=cfg.upcast, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )  # fmt: skip
-        dq = dkv = dw = None
-        need_dw = bool(need_w and has_w)
-        if need_q or need_dw:
-            dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-            m_tiles = triton.cdiv(n, cfg.block_m)
-            dw_part = torch.empty(nb * heads * m_tiles * topk if need_dw else 1, device=q.device, dtype=torch.float32)
-            _bwd_dq_kernel[(nb * heads, m_tiles)](
-                q, kv, rows, w_arg, m_arg, do, lse, delta, dq, dw_part,
-                *q.stride(), *kv.stride(), *do.stride(), *dq.stride(), *mask_strides,
-                n, n_kv, topk, qk_dim, d_qk, d_v, scale, scale * _LOG2E, m_tiles,
-                NEED_DW=need_dw, **common,
-            )  # fmt: skip
-            if need_dw:
-                dw = dw_part.view(nb, heads * m_tiles, topk).sum(1).to(weight.dtype)
-            if not need_q:
-                dq = None
-        if need_kv:
-            # Inverse routing (CSR): entries r * topk + t grouped by the key region rows[r, t] (stable: in
-            # query-region order), start[kr] .. start[kr + 1] the range of key region kr. No host sync.
-            flat = rows.reshape(-1)
-            entries = torch.argsort(flat, stable=True)
-            counts = torch.zeros(nb + 1, device=rows.device, dtype=torch.int64)
-            counts.scatter_add_(0, flat + 1, torch.ones_like(flat))
-            start = counts.cumsum(0)
-            dkv = torch.empty(nb, n_kv, width, device=kv.device, dtype=kv.dtype)
-            _bwd_dkdv_kernel[(nb * heads, triton.cdiv(n_kv, cfg.block_n))](
-                q, kv, w_arg, m_arg, do, lse, delta, dkv, start, entries,
-                *q.stride(), *kv.stride(), *do.stride(), *dkv.stride(), *mask_strides,
-                n, n_kv, topk, qk_dim, d_qk, d_v, scale, scale * _LOG2E,
-                **common,
-            )  # fmt: skip
-        return dq, dkv, dw, None, None, None, None, None, None
+
+def _dims(q: Tensor, kv: Tensor, rows: Tensor, heads: int, qk_dim: int) -> tuple[int, int, int, int, int, int, int]:
+    nb, n, _ = q.shape
+    n_kv, width = kv.shape[1], kv.shape[2]
+    c = width - qk_dim
+    return nb, n, n_kv, c, rows.shape[1], qk_dim // heads, c // heads
+
+
+def _launch_options(cfg: _Config, heads: int, weight: Tensor | None, mask: Tensor | None) -> dict:
+    return dict(
+        HEADS=heads, HAS_W=weight is not None, HAS_MASK=mask is not None,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_DQK=cfg.block_dqk, BLOCK_DV=cfg.block_dv,
+        PRECISION=cfg.precision, UPCAST=cfg.upcast, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+
+
+@torch.library.custom_op("backbones::routed_attention", mutates_args=())
+def _routed_forward_op(
+    q: Tensor,
+    kv: Tensor,
+    weight: Tensor | None,
+    rows: Tensor,
+    mask: Tensor | None,
+    mask_strides: list[int],
+    heads: int,
+    qk_dim: int,
+    scale: float,
+) -> tuple[Tensor, Tensor]:
+    """(out, fp32 base-2 log-sum-exp per (region, head, query)) of the fused routed attention."""
+    nb, n, n_kv, c, topk, d_qk, d_v = _dims(q, kv, rows, heads, qk_dim)
+    cfg = _Config(n, n_kv, d_qk, d_v, q.dtype, q.device)
+    out = torch.empty(nb, n, c, device=q.device, dtype=q.dtype)
+    lse = torch.empty(nb, heads, n, device=q.device, dtype=torch.float32)
+    dummy = rows  # any tensor stands in for an absent optional input (never read)
+    grid = (nb * heads, triton.cdiv(n, cfg.block_m))
+    _fwd_kernel[grid](
+        q, kv, rows, dummy if weight is None else weight, dummy if mask is None else mask, out, lse,
+        *q.stride(), *kv.stride(), *out.stride(), *mask_strides,
+        n, n_kv, topk, qk_dim, d_qk, d_v, scale * _LOG2E,
+        **_launch_options(cfg, heads, weight, mask),
+    )  # fmt: skip
+    return out, lse
+
+
+@_routed_forward_op.register_fake
+def _(q, kv, weight, rows, mask, mask_strides, heads, qk_dim, scale):
+    nb, n, _ = q.shape
+    return q.new_empty(nb, n, kv.shape[2] - qk_dim), q.new_empty(nb, heads, n, dtype=torch.float32)
+
+
+@torch.library.custom_op("backbones::routed_attention_backward_dq", mutates_args=())
+def _routed_backward_dq_op(
+    grad_out: Tensor,
+    q: Tensor,
+    kv: Tensor,
+    weight: Tensor | None,
+    rows: Tensor,
+    mask: Tensor | None,
+    lse: Tensor,
+    delta: Tensor,
+    mask_strides: list[int],
+    heads: int,
+    qk_dim: int,
+    scale: float,
+    need_dw: bool,
+) -> tuple[Tensor, Tensor]:
+    """(dq, dw): dw is (N, topk) in weight's dtype when ``need_dw``, else an empty placeholder."""
+    nb, n, n_kv, c, topk, d_qk, d_v = _dims(q, kv, rows, heads, qk_dim)
+    cfg = _Config(n, n_kv, d_qk, d_v, q.dtype, q.device)
+    need_dw = bool(need_dw and weight is not None)
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    m_tiles = triton.cdiv(n, cfg.block_m)
+    dw_part = torch.empty(nb * heads * m_tiles * topk if need_dw else 1, device=q.device, dtype=torch.float32)
+    dummy = rows
+    _bwd_dq_kernel[(nb * heads, m_tiles)](
+        q, kv, rows, dummy if weight is None else weight, dummy if mask is None else mask, grad_out, lse, delta,
+        dq, dw_part,
+        *q.stride(), *kv.stride(), *grad_out.stride(), *dq.stride(), *mask_strides,
+        n, n_kv, topk, qk_dim, d_qk, d_v, scale, scale * _LOG2E, m_tiles,
+        NEED_DW=need_dw, **_launch_options(cfg, heads, weight, mask),
+    )  # fmt: skip
+    if need_dw:
+        return dq, dw_part.view(nb, heads * m_tiles, topk).sum(1).to(weight.dtype)
+    return dq, q.new_empty(0)
+
+
+@_routed_backward_dq_op.register_fake
+def _(grad_out, q, kv, weight, rows, mask, lse, delta, mask_strides, heads, qk_dim, scale, need_dw):
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if need_dw and weight is not None:
+        return dq, weight.new_empty(rows.shape)
+    return dq, q.new_empty(0)
+
+
+@torch.library.custom_op("backbones::routed_attention_backward_dkdv", mutates_args=())
+def _routed_backward_dkdv_op(
+    grad_out: Tensor,
+    q: Tensor,
+    kv: Tensor,
+    weight: Tensor | None,
+    rows: Tensor,
+    mask: Tensor | None,
+    lse: Tensor,
+    delta: Tensor,
+    mask_strides: list[int],
+    heads: int,
+    qk_dim: int,
+    scale: float,
+) -> Tensor:
+    """The k|v gradient (N, n_kv, qk + C), summed deterministically over the query regions routed to each key."""
+    nb, n, n_kv, c, topk, d_qk, d_v = _dims(q, kv, rows, heads, qk_dim)
+    cfg = _Config(n, n_kv, d_qk, d_v, q.dtype, q.device)
+    # Inverse routing (CSR): entries r * topk + t grouped by the key region rows[r, t] (stable: in query-region
+    # order), start[kr] .. start[kr + 1] the range of key region kr. No host sync.
+    flat = rows.reshape(-1)
+    entries = torch.argsort(flat, stable=True)
+    counts = torch.zeros(nb + 1, device=rows.device, dtype=torch.int64)
+    counts.scatter_add_(0, flat + 1, torch.ones_like(flat))
+    start = counts.cumsum(0)
+    dkv = torch.empty(nb, n_kv, kv.shape[2], device=kv.device, dtype=kv.dtype)
+    dummy = rows
+    _bwd_dkdv_kernel[(nb * heads, triton.cdiv(n_kv, cfg.block_n))](
+        q, kv, dummy if weight is None else weight, dummy if mask is None else mask, grad_out, lse, delta, dkv,
+        start, entries,
+        *q.stride(), *kv.stride(), *grad_out.stride(), *dkv.stride(), *mask_strides,
+        n, n_kv, topk, qk_dim, d_qk, d_v, scale, scale * _LOG2E,
+        **_launch_options(cfg, heads, weight, mask),
+    )  # fmt: skip
+    return dkv
+
+
+@_routed_backward_dkdv_op.register_fake
+def _(grad_out, q, kv, weight, rows, mask, lse, delta, mask_strides, heads, qk_dim, scale):
+    return kv.new_empty(kv.shape[0], kv.shape[1], kv.shape[2])
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, kv, weight, rows, mask, mask_strides, heads, qk_dim, scale = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, kv, weight, rows, mask, out, lse)
+    ctx.args = (mask_strides, heads, qk_dim, scale)
+
+
+def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None):
+    q, kv, weight, rows, mask, out, lse = ctx.saved_tensors
+    mask_strides, heads, qk_dim, scale = ctx.args
+    need_q, need_kv, need_w = ctx.needs_input_grad[:3]
+    nb, n, _ = q.shape
+    do = grad_out.contiguous()
+    # D_i = rowsum(dO * O) per head, in fp32: (N, heads, n) like lse.
+    delta = (do.float() * out.float()).view(nb, n, heads, -1).sum(-1).transpose(1, 2).contiguous()
+    args = (do, q, kv, weight, rows, mask, lse, delta, mask_strides, heads, qk_dim, scale)
+    dq = dkv = dw = None
+    need_dw = bool(need_w and weight is not None)
+    if need_q or need_dw:
+        dq, dw = _routed_backward_dq_op(*args, need_dw)
+        dq, dw = (dq if need_q else None), (dw if need_dw else None)
+    if need_kv:
+        dkv = _routed_backward_dkdv_op(*args)
+    return dq, dkv, dw, None, None, None, None, None, None
+
+
+_routed_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def routed_attention(
@@ -469,4 +557,5 @@ def routed_attention(
         weight = weight.contiguous()
     if not math.isfinite(scale):
         raise ValueError(f"routed_attention: scale must be finite, got {scale}")
-    return _RoutedAttentionFn.apply(q, kv, weight, rows, mask_u8, mask_strides, heads, qk_dim, float(scale))
+    out, _ = _routed_forward_op(q, kv, weight, rows, mask_u8, list(mask_strides), int(heads), int(qk_dim), float(scale))
+    return out

@@ -140,3 +140,38 @@ def test_kernels_triton_on_cpu_without_interpreter(bench_tool, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(SystemExit, match="--kernels triton needs --device cuda"):
         bench_tool.main(["test_vit", "--kernels", "triton", "--device", "cpu", *TINY])
+
+
+def test_compile_against_eager_in_one_run(bench_tool, tmp_path):
+    """--compile: eager and compiled rows of the same model, interleaved, the ratio on the compiled row, compile
+    time apart (backend "eager" here: dynamo's capture without inductor's code generation, for speed)."""
+    import torch._dynamo
+
+    compiled_calls = []
+
+    def counting_backend(gm, example_inputs):  # a backend that records it was used, then runs the captured graph
+        compiled_calls.append(len(gm.graph.nodes))
+        return gm.forward
+
+    torch._dynamo.register_backend(counting_backend, name="bench_test_counting")
+    out_csv, out_png = tmp_path / "c.csv", tmp_path / "c.png"
+    rows = bench_tool.main(["test_vit", "--compile", "--compile-backend", "bench_test_counting", "--fullgraph",
+                            "--mode", "both", "--flops", "none", "--csv", str(out_csv), "--plot", str(out_png), *TINY])
+    assert [(r["impl"], r["mode"]) for r in rows] == [
+        ("timm[eager]", "infer"), ("timm[bench_test_counting]", "infer"),
+        ("timm[eager]", "train"), ("timm[bench_test_counting]", "train")]
+    assert len(compiled_calls) >= 2 and all(n > 1 for n in compiled_calls)  # one capture per mode at least
+    for eager, compiled in (rows[:2], rows[2:]):
+        assert eager["ratio"] is None and eager["compile_s"] is None
+        assert compiled["ratio"] == pytest.approx(eager["ms_per_iter"] / compiled["ms_per_iter"], rel=1e-2)
+        assert compiled["compile_s"] > 0 and compiled["params_m"] == eager["params_m"]
+    with open(out_csv, newline="") as f:
+        assert [r["compile_s"] != "" for r in csv.DictReader(f)] == [False, True, False, True]
+    assert out_png.stat().st_size > 1000
+
+
+def test_compile_flag_errors(bench_tool):
+    with pytest.raises(SystemExit):
+        bench_tool.main(["test_vit", "--compile", "--compare", *TINY])
+    with pytest.raises(SystemExit):
+        bench_tool.main(["test_vit", "--fullgraph", *TINY])

@@ -148,20 +148,23 @@ def _family_of(arch: str) -> str:
     return _ours[arch].__module__.rsplit(".", 1)[-1]
 
 
-def weights_rows(pattern: str = "*") -> list[dict[str, str]]:
-    """One row per pretrained tag: official source, hub mirror, sizes and the conversion command."""
+def weights_rows(pattern: str = "*", sizes: bool = True) -> list[dict[str, str]]:
+    """One row per pretrained tag: official source, hub mirror, sizes (``sizes``) and the conversion command."""
     rows = []
+    params: dict[tuple, int] = {}
     for name in tqdm(backbones.list_models(pattern, pretrained=True), desc="tags", file=sys.stderr):
         cfg = timm.models.get_pretrained_cfg(name).to_dict()
-        with torch.device("meta"):
-            params = sum(p.numel() for p in timm.create_model(name).parameters())
+        key = (cfg["architecture"], cfg["num_classes"])
+        if sizes and key not in params:
+            with torch.device("meta"):
+                params[key] = sum(p.numel() for p in timm.create_model(name).parameters())
         stated = OFFICIAL_FILE_MB.get(name)
         rows.append(dict(
             tag=name,
             source=_source_cell(cfg),
             hub=cfg.get("hf_hub_id") or "none yet",
             official_mb=f"{stated[0]} ({stated[1]})" if stated else "not stated",
-            converted_mb=f"{params * 4 / 1e6:.0f}",
+            converted_mb=f"{params[key] * 4 / 1e6:.0f}" if sizes else "",
             command=f"python tools/convert_weights.py {name} --out weights/{name}",
         ))
     return rows

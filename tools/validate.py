@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "config with tools/test.py CONFIG CHECKPOINT"
         )
     import backbones
-    from backbones._weights import IncompleteCheckpointError, load_checkpoint_file
+    from backbones._weights import IncompleteCheckpointError, check_checkpoint_file, load_checkpoint_file
     from backbones.engine import (
         ConfigError,
         autocast_context,
@@ -92,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         overrides.append(f"validation_batch_size={args.batch_size}")
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f"tools/validate.py: checkpoint not found: {args.checkpoint}")
+    try:
+        check_checkpoint_file(args.checkpoint)  # an empty / cut-short file fails here, before data and model
+    except IncompleteCheckpointError as e:
+        raise SystemExit(f"tools/validate.py: {e}") from None
     try:
         cfg = load_config(args.config, overrides)
         device = resolve_device(cfg["device"])

@@ -220,10 +220,11 @@ def _hub_download(hub_id: str, filename: str | None, cache_dir: Any) -> str:
 
 def _ways_out(name: str, cfg: dict[str, Any], cache_dir: Any) -> str:
     file_hint = _url_and_name(cfg["url"])[1] if cfg.get("url") else (cfg.get("hf_hub_filename") or "model.safetensors")
+    custom = ", custom_load=True" if cfg.get("custom_load") else ""  # the release needs the family's own reader
     lines = [
         "Ways out:",
         f"  1. a local copy of the file: timm.create_model({name!r}, pretrained=True, "
-        f"pretrained_cfg_overlay=dict(file='/path/to/{file_hint}'))",
+        f"pretrained_cfg_overlay=dict(file='/path/to/{file_hint}'{custom}))",
         f"  2. a converted folder: python tools/convert_weights.py {name} --src /path/to/{file_hint} --out DIR "
         "(on any machine), then timm.create_model('local-dir:DIR', pretrained=True)",
     ]

@@ -54,7 +54,7 @@ def test_offline_url_names_the_url_and_the_three_ways_out(cache):
     url = timm.models.get_pretrained_cfg("biformer_tiny.in1k").url[0]
     assert calls == [url]
     assert f"official URL {url}: URLError" in text and "name resolution" in text
-    assert "pretrained_cfg_overlay=dict(file='/path/to/biformer_tiny_in1k.pth')" in text
+    assert "pretrained_cfg_overlay=dict(file='/path/to/biformer_tiny_in1k.pth', custom_load=True)" in text
     assert "tools/convert_weights.py biformer_tiny.in1k" in text and "local-dir:DIR" in text
     assert str(checkpoints / "biformer_tiny_in1k.pth") in text
 
@@ -121,12 +121,14 @@ def test_every_tag_names_an_official_source_and_mirrors_are_real_or_empty():
 # ------------------------------------------------------------------------------------------ damaged files
 
 
-def _damaged(tmp_path, name="biformer_tiny"):
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
     """(whole, cut short, empty, legacy pickle cut short, web page, safetensors cut short) files of a release."""
     from safetensors.torch import save_file
 
+    tmp_path = tmp_path_factory.mktemp("damaged")
     whole = tmp_path / "whole.pth"
-    model = _release(whole, name, **SMALL)
+    model = _release(whole, "biformer_tiny", **SMALL)
     data = whole.read_bytes()
     files = {"whole": whole}
     for label, content in (("cut", data[: len(data) // 2]), ("empty", b""),
@@ -153,17 +155,17 @@ _MESSAGES = {
 
 
 @pytest.mark.parametrize("label", sorted(_MESSAGES))
-def test_load_checkpoint_names_a_damaged_file(tmp_path, label):
-    files = _damaged(tmp_path)
+def test_load_checkpoint_names_a_damaged_file(damaged, label):
+    files = damaged
     model = timm.create_model("biformer_tiny", **SMALL)
     backbones.load_checkpoint(model, str(files["whole"]))
     with pytest.raises(IncompleteCheckpointError, match=f"{files[label]}.*{_MESSAGES[label]}"):
         backbones.load_checkpoint(model, str(files[label]))
 
 
-def test_pretrained_file_local_dir_and_cache_name_a_damaged_file(tmp_path, cache):
+def test_pretrained_file_local_dir_and_cache_name_a_damaged_file(tmp_path, cache, damaged):
     checkpoints, _ = cache
-    files = _damaged(tmp_path)
+    files = damaged
     with pytest.raises(IncompleteCheckpointError, match=f"{files['cut']} is incomplete"):
         timm.create_model("biformer_tiny.in1k", pretrained=True, pretrained_cfg_overlay=dict(file=str(files["cut"])),
                           **SMALL)
@@ -179,22 +181,22 @@ def test_pretrained_file_local_dir_and_cache_name_a_damaged_file(tmp_path, cache
         timm.create_model("biformer_tiny.in1k", pretrained=True, **SMALL)
 
 
-def test_check_checkpoint_file_passes_whole_files_and_names_missing_ones(tmp_path):
-    files = _damaged(tmp_path)
+def test_check_checkpoint_file_passes_whole_files_and_names_missing_ones(tmp_path, damaged):
+    folder = damaged["whole"].parent
     for name in ("whole.pth", "legacy_whole.pth", "whole.safetensors"):
-        check_checkpoint_file(tmp_path / name)
+        check_checkpoint_file(folder / name)
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nope.pth'} does not exist"):
         check_checkpoint_file(tmp_path / "nope.pth")
-    assert os.path.getsize(files["whole"]) > 0
+    assert os.path.getsize(damaged["whole"]) > 0
 
 
-def test_mm_adapter_init_cfg_names_a_damaged_file_and_a_failed_download(tmp_path, monkeypatch):
+def test_mm_adapter_init_cfg_names_a_damaged_file_and_a_failed_download(damaged, monkeypatch):
     pytest.importorskip("mmengine")
     from mmengine.runner.checkpoint import CheckpointLoader
 
     from backbones.mm import TimmBackboneAdapter
 
-    files = _damaged(tmp_path)
+    files = damaged
     adapter = TimmBackboneAdapter("biformer_tiny", model_kwargs=SMALL,
                                   init_cfg=dict(type="Pretrained", checkpoint=str(files["empty"])))
     with pytest.raises(IncompleteCheckpointError, match=f"{files['empty']} is incomplete"):

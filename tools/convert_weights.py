@@ -141,6 +141,10 @@ def model_card(arch: str, tag: str, cfg: dict[str, Any], model: torch.nn.Module,
     details: dict[str, Any] = {"Model Type": "Image classification / feature backbone", "Model Stats": stats}
     details["Papers"] = {fam["paper_name"]: f"https://arxiv.org/abs/{fam['paper_ids'].split(':')[-1]}"}
     details["Original"] = fam["origin_url"]
+    try:
+        details["Official source"] = official_source(cfg)
+    except SystemExit:  # a tag without a published location
+        pass
     details["Converted from"] = f"{src} (sha256 {_sha256(path)})"
     details["Licence"] = f"{fam['license']}, as the official release ({fam['licence_source']})"
     if dataset:

@@ -228,3 +228,33 @@ def test_weights_table_covers_every_tag():
     for r in rows:  # the README's Weights table is this tool's output
         assert f"| `{r['tag']}` | {r['source']} | {r['hub']} | {r['official_mb']} |" in readme
         assert f"`{r['command']}`" in readme
+
+
+def test_push_uploads_the_folder_written(tool, tmp_path, monkeypatch):
+    import huggingface_hub
+    import test_biformer as t
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, **kwargs):
+            calls.append(("init", kwargs))
+
+        def create_repo(self, repo_id, exist_ok=False):
+            calls.append(("create_repo", repo_id, exist_ok))
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    src = tmp_path / "biformer_tiny_in1k.pth"
+    torch.save({"model": {k: v.float() for k, v in t.official_state_dict().items()}}, src)
+    out = tmp_path / "out"
+    assert tool.main(["biformer_tiny.in1k", "--src", str(src), "--out", str(out), "--push", "org/biformer-tiny",
+                      *_kwargs_args(t.SMALL)]) == 0
+    assert calls[1:] == [("create_repo", "org/biformer-tiny", True),
+                         ("upload_folder", "org/biformer-tiny", ["README.md", "config.json", "model.safetensors"])]
+    card = (out / "README.md").read_text()
+    assert 'timm.create_model("hf-hub:org/biformer-tiny", pretrained=True)' in card
+    assert "**Official source:** https://api.onedrive.com/" in card

@@ -41,7 +41,12 @@ import model_table  # noqa: E402  (tools/model_table.py: published top-1 and fam
 
 import backbones  # noqa: E402
 from backbones._registry import _ours  # noqa: E402
-from backbones._weights import _hub_download, check_checkpoint_file, load_checkpoint_file  # noqa: E402
+from backbones._weights import (  # noqa: E402
+    _hub_download,
+    _network_errors,
+    check_checkpoint_file,
+    load_checkpoint_file,
+)
 
 
 def resolve_tag(name: str) -> tuple[str, str, dict[str, Any]]:
@@ -83,10 +88,23 @@ def official_source(cfg: dict[str, Any]) -> str:
 
 def fetch_source(src: str, cfg: dict[str, Any], tag_name: str) -> str:
     """A local path for ``src`` (a file, an URL downloaded into timm's cache, or ``hf-hub:REPO[:FILE]``)."""
+    if "://" in src or src.startswith("hf-hub:"):
+        try:
+            return _download(src, cfg, tag_name)
+        except _network_errors() as e:
+            raise SystemExit(
+                f"tools/convert_weights.py: could not download {src} ({type(e).__name__}: {e}); download it where "
+                f"there is a network and pass the file: --src /path/to/{(official_file_names(cfg) or ['FILE'])[0]}"
+            ) from None
+    check_checkpoint_file(src)
+    return src
+
+
+def _download(src: str, cfg: dict[str, Any], tag_name: str) -> str:
     if src.startswith("hf-hub:"):
         repo, _, filename = src[len("hf-hub:"):].partition(":")
-        return _hub_download(repo, filename or None, None)
-    if "://" in src:
+        path = _hub_download(repo, filename or None, None)
+    else:
         from timm.models._hub import download_cached_file
 
         url = cfg.get("url")
@@ -95,9 +113,9 @@ def fetch_source(src: str, cfg: dict[str, Any], tag_name: str) -> str:
         else:
             base = os.path.basename(src.split("?")[0])
             target = (src, base if "." in base else f"{tag_name}.pth")
-        return download_cached_file(target, check_hash=False, progress=True)
-    check_checkpoint_file(src)
-    return src
+        path = download_cached_file(target, check_hash=False, progress=True)
+    check_checkpoint_file(path)
+    return path
 
 
 def build_from_file(arch: str, tag: str, cfg: dict[str, Any], path: str, model_kwargs: dict[str, Any]):

@@ -263,3 +263,18 @@ def test_push_uploads_the_folder_written(tool, tmp_path, monkeypatch):
     card = (out / "README.md").read_text()
     assert 'timm.create_model("hf-hub:org/biformer-tiny", pretrained=True)' in card
     assert "**Official source:** https://api.onedrive.com/" in card
+
+
+def test_offline_download_of_the_official_source_says_what_to_do(tool, tmp_path, monkeypatch):
+    import urllib.error
+
+    from timm.models import _hub
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    monkeypatch.setattr(_hub, "download_url_to_file", offline)
+    url = "https://github.com/ziplab/LITv2/releases/download/v1.0/litv2_s.pth"
+    with pytest.raises(SystemExit, match=f"could not download {url} .*URLError.*--src /path/to/litv2_s.pth"):
+        tool.main(["litv2_small.in1k", "--out", str(tmp_path / "o")])  # no --src: the tag's official URL

@@ -6,13 +6,15 @@ them; :func:`list_models` lists them.
 
 from ._bench import benchmark_references, register_reference
 from ._registry import TIMM_REPLACEMENTS, is_replacement, list_models, register_model, timm_original
+from ._weights import IncompleteCheckpointError, WeightsUnavailableError
 from .models import *  # noqa: F401,F403  (registers every family)
 from .models._common import load_checkpoint
 
 __version__ = "0.1.0"
 __all__ = [
     "list_models", "create_model", "load_checkpoint", "register_model", "timm_original", "is_replacement",
-    "TIMM_REPLACEMENTS", "benchmark_references", "register_reference",
+    "TIMM_REPLACEMENTS", "benchmark_references", "register_reference", "IncompleteCheckpointError",
+    "WeightsUnavailableError",
 ]
 
 

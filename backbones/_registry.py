@@ -15,6 +15,8 @@ from typing import Any
 
 from timm.models import _registry as timm_registry
 
+from ._weights import with_weight_sources
+
 __all__ = ["register_model", "list_models", "timm_original", "is_replacement", "TIMM_REPLACEMENTS"]
 
 # Names (fnmatch-free: full regular expressions) that may replace an existing timm entry.
@@ -37,7 +39,11 @@ def is_replacement(name: str) -> bool:
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Register a model entrypoint with timm (use exactly like ``timm.models.register_model``)."""
+    """Register a model entrypoint with timm (use exactly like ``timm.models.register_model``).
+
+    The entrypoint is wrapped by :func:`backbones._weights.with_weight_sources`: ``pretrained=True`` tries the hub
+    mirror, then the official URL, and fails with an error that says what to do instead.
+    """
     name = fn.__name__
     if name in _ours:
         raise RuntimeError(f"model name {name!r} is registered twice in backbones ({_ours[name].__module__})")
@@ -52,6 +58,7 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
         # Drop timm's entry (and its tags/pretrained cfgs) first so registering ours raises no warning.
         timm_registry._clear_model_entries(name)
         del timm_registry._model_entrypoints[name]  # _clear_model_entries keeps the entrypoint itself
+    fn = with_weight_sources(fn)
     _ours[name] = fn
     return timm_registry.register_model(fn)
 

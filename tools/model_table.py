@@ -5,6 +5,7 @@ Parameters and MACs are computed here (models built on the meta device, so even 
 top-1 figures are the papers' / official repositories' published numbers, listed below with their source.
 
     python tools/model_table.py [--pattern 'focalnet*'] [--csv table.csv]
+    python tools/model_table.py --weights     # the README's Weights table: every tag, its sources and sizes
 """
 
 from __future__ import annotations
@@ -64,6 +65,111 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
 }
 
 
+# Per-tag figures where a tag is evaluated at another size than its architecture's default.
+PUBLISHED_TOP1_BY_TAG: dict[str, tuple[float, str]] = {
+    "litv2_base.in1k_384": (84.7, "ziplab/LITv2 README, 384"),
+    "transnext_small.in1k_384": (86.0, "DaiShiResearch/TransNeXt README, 384"),
+    "transnext_base.in1k_384": (86.2, "DaiShiResearch/TransNeXt README, 384"),
+}
+
+# family module -> paper, official repository and licence (the repository's LICENSE / timm's pretrained cfg) and
+# where the official weights are published; used by the model cards of tools/convert_weights.py and --weights.
+FAMILIES: dict[str, dict[str, str]] = {
+    "biformer": dict(
+        paper_name="BiFormer: Vision Transformer with Bi-Level Routing Attention", paper_ids="arXiv:2303.08810",
+        origin_url="https://github.com/rayleizhu/BiFormer", license="mit", licence_source="rayleizhu/BiFormer LICENSE",
+        weights="OneDrive links of the rayleizhu/BiFormer README",
+    ),
+    "litv2": dict(
+        paper_name="Fast Vision Transformers with HiLo Attention", paper_ids="arXiv:2205.13213",
+        origin_url="https://github.com/ziplab/LITv2", license="apache-2.0", licence_source="ziplab/LITv2 LICENSE",
+        weights="GitHub release v1.0 of ziplab/LITv2",
+    ),
+    "transnext": dict(
+        paper_name="TransNeXt: Robust Foveal Visual Perception for Vision Transformers", paper_ids="arXiv:2311.17132",
+        origin_url="https://github.com/DaiShiResearch/TransNeXt", license="apache-2.0",
+        licence_source="DaiShiResearch/TransNeXt LICENSE", weights="the authors' Hugging Face repositories",
+    ),
+    "davit": dict(
+        paper_name="DaViT: Dual Attention Vision Transformers", paper_ids="arXiv:2204.03645",
+        origin_url="https://github.com/dingmyu/davit", license="apache-2.0", licence_source="timm's pretrained cfg",
+        weights="Google Drive links of the dingmyu/davit README (no direct URL); timm's hub copy",
+    ),
+    "focalnet": dict(
+        paper_name="Focal Modulation Networks", paper_ids="arXiv:2203.11926",
+        origin_url="https://github.com/microsoft/FocalNet", license="mit", licence_source="microsoft/FocalNet LICENSE",
+        weights="GitHub release v1.0.0 of microsoft/FocalNet (huge: retired Azure blob); timm's hub copy",
+    ),
+    "halonet": dict(
+        paper_name="Scaling Local Self-Attention for Parameter Efficient Visual Backbones",
+        paper_ids="arXiv:2103.12731",
+        origin_url="https://github.com/huggingface/pytorch-image-models", license="apache-2.0",
+        licence_source="timm's pretrained cfg", weights="trained by timm (GitHub release v0.1-attn-weights, hub)",
+    ),
+    "efficientvit_msra": dict(
+        paper_name="EfficientViT: Memory Efficient Vision Transformer with Cascaded Group Attention",
+        paper_ids="arXiv:2305.07027", origin_url="https://github.com/microsoft/Cream/tree/main/EfficientViT",
+        license="mit", licence_source="timm's pretrained cfg", weights="GitHub release v1.0 of EfficientViT_Model_Zoo",
+    ),
+}
+
+# Official file sizes where the release states them (MB); every other tag: not stated.
+OFFICIAL_FILE_MB: dict[str, tuple[int, str]] = {
+    "transnext_tiny.in1k": (113, "Hugging Face file listing"),
+}
+
+
+def published_top1(name: str) -> tuple[float, str] | None:
+    """The published ImageNet-1k top-1 of ``MODEL[.TAG]`` (a tag evaluated at another size has its own)."""
+    if name in PUBLISHED_TOP1_BY_TAG:
+        return PUBLISHED_TOP1_BY_TAG[name]
+    arch, _, tag = name.partition(".")
+    if tag and ("22k" in tag or "florence" in tag or tag.endswith("_384")):
+        return None  # the architecture's figure is for another training set or size
+    return PUBLISHED_TOP1.get(arch)
+
+
+def _source_cell(cfg: dict) -> str:
+    url = cfg.get("url")
+    if url:
+        url = url[0] if isinstance(url, (tuple, list)) else url
+        host = ("OneDrive" if "onedrive" in url else "Azure blob (retired)" if "windows.net" in url
+                else "Hugging Face" if "huggingface.co" in url else "GitHub release" if "github.com" in url else "URL")
+        return f"[{host}]({url})"
+    if cfg.get("hf_hub_id", "").startswith("microsoft/Florence-2"):
+        return f"[{cfg['hf_hub_id']}](https://huggingface.co/{cfg['hf_hub_id']}) (full Florence-2 checkpoint)"
+    family = FAMILIES[_family_of(cfg["architecture"])]
+    return family["weights"]
+
+
+def _family_of(arch: str) -> str:
+    from backbones._registry import _ours
+
+    return _ours[arch].__module__.rsplit(".", 1)[-1]
+
+
+def weights_rows(pattern: str = "*", sizes: bool = True) -> list[dict[str, str]]:
+    """One row per pretrained tag: official source, hub mirror, sizes (``sizes``) and the conversion command."""
+    rows = []
+    params: dict[tuple, int] = {}
+    for name in tqdm(backbones.list_models(pattern, pretrained=True), desc="tags", file=sys.stderr):
+        cfg = timm.models.get_pretrained_cfg(name).to_dict()
+        key = (cfg["architecture"], cfg["num_classes"])
+        if sizes and key not in params:
+            with torch.device("meta"):
+                params[key] = sum(p.numel() for p in timm.create_model(name).parameters())
+        stated = OFFICIAL_FILE_MB.get(name)
+        rows.append(dict(
+            tag=name,
+            source=_source_cell(cfg),
+            hub=cfg.get("hf_hub_id") or "none yet",
+            official_mb=f"{stated[0]} ({stated[1]})" if stated else "not stated",
+            converted_mb=f"{params[key] * 4 / 1e6:.0f}" if sizes else "",
+            command=f"python tools/convert_weights.py {name} --out weights/{name}",
+        ))
+    return rows
+
+
 def count(name: str) -> tuple[int, float, tuple[int, int]]:
     """(parameters, GMACs at the default input size, default input size) of ``name``."""
     cfg = timm.models.get_pretrained_cfg(name)
@@ -90,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pattern", default="*")
     parser.add_argument("--csv", default=None, help="also write the rows as CSV")
+    parser.add_argument("--weights", action="store_true",
+                        help="the README's Weights table instead: every pretrained tag, its sources and sizes")
     args = parser.parse_args(argv)
+    if args.weights:
+        return _print_weights(args)
     rows = []
     for name in tqdm(backbones.list_models(args.pattern), desc="models", file=sys.stderr):
         params, gmacs, hw = count(name)
@@ -109,6 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['model']}` | {r['input']} | {r['params_m']} | {r['gmacs']} | {r['top1']} | {r['status']} |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+def _print_weights(args: argparse.Namespace) -> int:
+    rows = weights_rows(args.pattern)
+    print("| tag | official source | hub (tried first) | official file (MB) | converted, fp32 (MB) | conversion |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| `{r['tag']}` | {r['source']} | {r['hub']} | {r['official_mb']} | {r['converted_mb']} | "
+              f"`{r['command']}` |")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

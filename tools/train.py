@@ -348,9 +348,10 @@ class Trainer:
         """Load a checkpoint; returns the saver's bookkeeping when it was written into this output folder."""
         from timm.utils import NativeScaler
 
+        from backbones._weights import load_checkpoint_file
         from backbones.engine import schedule_keys_changed
 
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint_file(path)  # names the file when it is empty or cut short
         self.model_without_ddp.load_state_dict(ckpt["state_dict"])
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "config with tools/test.py CONFIG CHECKPOINT"
         )
     import backbones
+    from backbones._weights import IncompleteCheckpointError, check_checkpoint_file, load_checkpoint_file
     from backbones.engine import (
         ConfigError,
         autocast_context,
@@ -92,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f"tools/validate.py: checkpoint not found: {args.checkpoint}")
     try:
+        check_checkpoint_file(args.checkpoint)  # an empty / cut-short file fails here, before data and model
+    except IncompleteCheckpointError as e:
+        raise SystemExit(f"tools/validate.py: {e}") from None
+    try:
         cfg = load_config(args.config, overrides)
         device = resolve_device(cfg["device"])
         if cfg["threads"] > 0:
@@ -102,11 +107,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ConfigError as e:
         raise SystemExit(f"tools/validate.py: {e}") from None
 
+    try:
+        checkpoint: Any = load_checkpoint_file(args.checkpoint)  # a clear error for an empty / cut-short file
+    except IncompleteCheckpointError as e:
+        raise SystemExit(f"tools/validate.py: {e}") from None
     if args.checkpoint.endswith(".safetensors"):
-        checkpoint: Any = args.checkpoint
         weights, ema = checkpoint, False
     else:
-        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         weights, ema = _select_weights(checkpoint, args.use_ema, cfg["model_ema"], args.checkpoint)
     try:
         backbones.load_checkpoint(model, weights)

@@ -48,24 +48,37 @@ def _build_out_norm(out_norms: bool | Mapping, channels: int) -> nn.Module:
 
 
 def read_checkpoint(checkpoint: str | Mapping) -> Mapping:
-    """Load a checkpoint object from a path, URL, ``open-mmlab://``..., ``hf-hub:<repo>`` or ``timm:<model.tag>``."""
+    """Load a checkpoint object from a path, ``local-dir:<folder>`` (or a folder), URL, ``open-mmlab://``...,
+    ``hf-hub:<repo>`` or ``timm:<model.tag>``.
+
+    A local file that is empty or cut short raises ``IncompleteCheckpointError`` naming it; a download that fails
+    raises ``WeightsUnavailableError`` naming the location and how to use a local copy instead.
+    """
+    from backbones._weights import WeightsUnavailableError, _network_errors, load_checkpoint_file
+
     if not isinstance(checkpoint, str):
         return checkpoint
-    if checkpoint.startswith(("hf-hub:", "timm:")):
-        from timm.models._hub import load_state_dict_from_hf
+    if "://" not in checkpoint and not checkpoint.startswith(("hf-hub:", "timm:")):
+        return load_checkpoint_file(checkpoint)  # local file or folder
+    try:
+        if checkpoint.startswith(("hf-hub:", "timm:")):
+            from timm.models._hub import load_state_dict_from_hf
 
-        repo = checkpoint.split(":", 1)[1]
-        if checkpoint.startswith("timm:"):
-            repo = f"timm/{repo}"
-        return load_state_dict_from_hf(repo)
-    if checkpoint.endswith(".safetensors") and "://" not in checkpoint:
-        from safetensors.torch import load_file
+            repo = checkpoint.split(":", 1)[1]
+            if checkpoint.startswith("timm:"):
+                repo = f"timm/{repo}"
+            return load_state_dict_from_hf(repo)
+        from mmengine.runner.checkpoint import CheckpointLoader
 
-        return load_file(checkpoint, device="cpu")
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    # Local files, http(s)://, open-mmlab://, torchvision://, s3:// ... (mmengine >= 0.11 loads weights_only=False).
-    return CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu", logger="current")
+        # http(s)://, open-mmlab://, torchvision://, s3:// ... (mmengine >= 0.11 loads weights_only=False).
+        return CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu", logger="current")
+    except _network_errors() as e:
+        raise WeightsUnavailableError(
+            f"init_cfg checkpoint {checkpoint!r} could not be downloaded ({type(e).__name__}: {e}). Download it "
+            "where there is a network and point init_cfg at the local copy: dict(type='Pretrained', "
+            "checkpoint='/path/to/file.pth'), or at a folder written by tools/convert_weights.py: "
+            "checkpoint='local-dir:/path/to/folder'"
+        ) from e
 
 
 _STEM_NAMES = ("stem", "patch_embed")

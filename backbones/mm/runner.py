@@ -204,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get("load_from") and "://" not in str(cfg.load_from):  # a clear error for an empty / cut-short file
+        from backbones._weights import check_checkpoint_file
+
+        check_checkpoint_file(cfg.load_from)
     runner = _build_runner(cfg, notes)
     runner.train()
     return runner
@@ -218,6 +222,10 @@ def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
                         help="test-time augmentation with the config's tta_model / tta_pipeline (mmseg configs)")
     _common_args(parser)
     args = parser.parse_args(argv)
+    if "://" not in args.checkpoint:  # a clear error for a missing, empty or cut-short file, before the runner
+        from backbones._weights import check_checkpoint_file
+
+        check_checkpoint_file(args.checkpoint)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
 

@@ -135,20 +135,19 @@ def load_checkpoint(
 ) -> Any:
     """Load official, timm or this repository's weights into ``model``.
 
-    ``checkpoint`` is a path (``.pth``/``.pt``/``.bin``/``.safetensors``) or an already loaded object. Wrappers
-    and prefixes are removed (:func:`unwrap_state_dict`; ``use_ema`` picks EMA weights when both are saved),
-    then the family's ``checkpoint_filter_fn`` maps official layouts onto ours (it passes our own layout
-    through), then the keys and shapes are checked.
+    ``checkpoint`` is a path (``.pth``/``.pt``/``.bin``/``.safetensors``, a folder written by
+    ``tools/convert_weights.py`` or ``local-dir:DIR``) or an already loaded object; an empty or cut-short file
+    raises ``IncompleteCheckpointError`` naming it. Wrappers and prefixes are removed (:func:`unwrap_state_dict`;
+    ``use_ema`` picks EMA weights when both are saved), then the family's ``checkpoint_filter_fn`` maps official
+    layouts onto ours (it passes our own layout through), then the keys and shapes are checked.
     """
+    import os
     import sys
 
-    if isinstance(checkpoint, str):
-        if checkpoint.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    from backbones._weights import load_checkpoint_file
 
-            checkpoint = load_file(checkpoint, device="cpu")
-        else:
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = load_checkpoint_file(checkpoint)
     sd = unwrap_state_dict(checkpoint, use_ema=use_ema)
     if filter_fn is None:
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)

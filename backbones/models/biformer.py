@@ -432,6 +432,8 @@ def _cfg(url: str | tuple[str, str] = "", **kwargs: Any) -> dict[str, Any]:
 # Released weights (official README / models/biformer.py at rayleizhu/BiFormer 1697bbb). Every OneDrive URL ends
 # in ".../root/content", so each gets its own cache file name and is loaded by BiFormer.load_pretrained.
 _ONEDRIVE = "https://api.onedrive.com/v1.0/shares/{}/root/content"
+# No hub mirror yet: once a folder written by tools/convert_weights.py is published, name it in the tag's cfg
+# (hf_hub_id="ORG/NAME"); pretrained=True then tries it before the official URL.
 default_cfgs = generate_default_cfgs(
     {
         "biformer_tiny.in1k": _cfg(

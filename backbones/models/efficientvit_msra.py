@@ -499,8 +499,12 @@ def _cfg(url: str = "", **kwargs) -> dict:
     }
 
 
-# timm's converted copies of the official weights (github.com/xinyuliu-jeffrey/EfficientVit_Model_Zoo v1.0).
-default_cfgs = generate_default_cfgs({f"efficientvit_m{i}.r224_in1k": _cfg(hf_hub_id="timm/") for i in range(6)})
+# timm's converted copies of the official weights (hub, tried first) and the official release (Cream EfficientViT
+# classification README, the fallback; official layout, read by checkpoint_filter_fn).
+_RELEASE = "https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0/efficientvit_m{}.pth"
+default_cfgs = generate_default_cfgs(
+    {f"efficientvit_m{i}.r224_in1k": _cfg(url=_RELEASE.format(i), hf_hub_id="timm/") for i in range(6)}
+)
 
 
 @register_model

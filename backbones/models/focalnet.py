@@ -429,21 +429,35 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
 
 _in22k_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0, num_classes=21842)
 
+# timm's hub copies are tried first; the official release files (microsoft/FocalNet README: GitHub release v1.0.0,
+# the huge models only on the retired Azure blob) are the fallback, read by checkpoint_filter_fn.
+_GH = "https://github.com/microsoft/FocalNet/releases/download/v1.0.0/"
+_AZURE = "https://projects4jw.blob.core.windows.net/focalnet/release/classification/"
 default_cfgs = generate_default_cfgs(
     {
-        "focalnet_tiny_srf.ms_in1k": _cfg(hf_hub_id="timm/"),
-        "focalnet_small_srf.ms_in1k": _cfg(hf_hub_id="timm/"),
-        "focalnet_base_srf.ms_in1k": _cfg(hf_hub_id="timm/"),
-        "focalnet_tiny_lrf.ms_in1k": _cfg(hf_hub_id="timm/"),
-        "focalnet_small_lrf.ms_in1k": _cfg(hf_hub_id="timm/"),
-        "focalnet_base_lrf.ms_in1k": _cfg(hf_hub_id="timm/"),
+        "focalnet_tiny_srf.ms_in1k": _cfg(url=_GH + "focalnet_tiny_srf.pth", hf_hub_id="timm/"),
+        "focalnet_small_srf.ms_in1k": _cfg(url=_GH + "focalnet_small_srf.pth", hf_hub_id="timm/"),
+        "focalnet_base_srf.ms_in1k": _cfg(url=_GH + "focalnet_base_srf.pth", hf_hub_id="timm/"),
+        "focalnet_tiny_lrf.ms_in1k": _cfg(url=_GH + "focalnet_tiny_lrf.pth", hf_hub_id="timm/"),
+        "focalnet_small_lrf.ms_in1k": _cfg(url=_GH + "focalnet_small_lrf.pth", hf_hub_id="timm/"),
+        "focalnet_base_lrf.ms_in1k": _cfg(url=_GH + "focalnet_base_lrf.pth", hf_hub_id="timm/"),
         # 22k heads use the official "reordered" label map (IN-1k classes first); huge_fl4 ships without a head.
-        "focalnet_large_fl3.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
-        "focalnet_large_fl4.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
-        "focalnet_xlarge_fl3.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
-        "focalnet_xlarge_fl4.ms_in22k": _cfg(hf_hub_id="timm/", **_in22k_384),
-        "focalnet_huge_fl3.ms_in22k": _cfg(hf_hub_id="timm/", num_classes=21842),
-        "focalnet_huge_fl4.ms_in22k": _cfg(hf_hub_id="timm/", num_classes=0),
+        "focalnet_large_fl3.ms_in22k": _cfg(url=_GH + "focalnet_large_lrf_384.pth", hf_hub_id="timm/", **_in22k_384),
+        "focalnet_large_fl4.ms_in22k": _cfg(
+            url=_GH + "focalnet_large_lrf_384_fl4.pth", hf_hub_id="timm/", **_in22k_384
+        ),
+        "focalnet_xlarge_fl3.ms_in22k": _cfg(
+            url=_GH + "focalnet_xlarge_lrf_384.pth", hf_hub_id="timm/", **_in22k_384
+        ),
+        "focalnet_xlarge_fl4.ms_in22k": _cfg(
+            url=_GH + "focalnet_xlarge_lrf_384_fl4.pth", hf_hub_id="timm/", **_in22k_384
+        ),
+        "focalnet_huge_fl3.ms_in22k": _cfg(
+            url=_AZURE + "focalnet_huge_lrf_224.pth", hf_hub_id="timm/", num_classes=21842
+        ),
+        "focalnet_huge_fl4.ms_in22k": _cfg(
+            url=_AZURE + "focalnet_huge_lrf_224_fl4.pth", hf_hub_id="timm/", num_classes=0
+        ),
     }
 )
 

@@ -448,6 +448,8 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
 
 # Released ImageNet-1k weights (ziplab/LITv2 README, GitHub release v1.0). top-1: S 82.0, M 83.3, B 83.6, B-384 84.7.
 _RELEASE = "https://github.com/ziplab/LITv2/releases/download/v1.0/"
+# No hub mirror yet: once a folder written by tools/convert_weights.py is published, name it in the tag's cfg
+# (hf_hub_id="ORG/NAME"); pretrained=True then tries it before the official URL.
 default_cfgs = generate_default_cfgs(
     {
         "litv2_small.in1k": _cfg(url=_RELEASE + "litv2_s.pth"),

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from dense_official_layouts import focalnet_official, mmdet_dino_to_detrex, transnext_official, with_official_backbone
 
 pytest.importorskip("mmdet")
 pytest.importorskip("mmseg")
@@ -73,99 +74,27 @@ def _roundtrip(model, to_official, wrap=lambda sd: {"meta": {}, "state_dict": sd
         torch.testing.assert_close(v, expected[k], msg=k)
 
 
-# --- official backbone layouts (classification code names), from timm-layout keys -------------------------
-def _focalnet_official(key: str, value: torch.Tensor):
-    """microsoft/FocalNet (and detrex's copy): patch_embed, downsample at the end of a stage, Linear f / proj /
-    fc, LayerScale gamma_1 / gamma_2, post-norm norm1 / norm2; detection per-output norms norm{i} as they are."""
-    key = re.sub(r"^stem\.", "patch_embed.", key)
-    key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.", key)
-    key = re.sub(r"\.ls([12])\.gamma$", r".gamma_\1", key)
-    key = re.sub(r"\.norm([12])_post\.", r".norm\1.", key)
-    if re.search(r"(modulation\.(f|proj)|mlp\.fc[12])\.weight$", key):
-        value = value[:, :, 0, 0]
-    return key, value
-
-
-def _transnext_official(key: str, value: torch.Tensor):
-    """DaiShiResearch/TransNeXt: patch_embed{s}, block{s}.{j}, norm{s}, attn.sr / attn.norm, mlp.dwconv.dwconv."""
-    key = re.sub(r"^stages\.(\d)\.downsample\.", lambda m: f"patch_embed{int(m[1]) + 1}.", key)
-    key = re.sub(r"^stages\.(\d)\.blocks\.", lambda m: f"block{int(m[1]) + 1}.", key)
-    key = re.sub(r"^stages\.(\d)\.norm\.", lambda m: f"norm{int(m[1]) + 1}.", key)
-    key = key.replace("attn.pool_proj.", "attn.sr.").replace("attn.pool_norm.", "attn.norm.")
-    key = key.replace("mlp.dwconv.", "mlp.dwconv.dwconv.")
-    return key, value
-
-
-def _with_official_backbone(rename):
-    def to_official(sd):
-        out = {}
-        for k, v in sd.items():
-            if k.startswith("backbone.model."):
-                k, v = rename(k[len("backbone.model."):], v)
-                k = f"backbone.{k}"
-            out[k] = v  # necks / heads: mmdet 2.x / mmseg 0.x names are the 3.x / 1.x ones
-        return out
-
-    return to_official
-
-
 def test_focalnet_mask_rcnn_mmdet2_file_loads_strictly():
     model = _build("mask-rcnn_focalnet-t-lrf_fpn_1x_coco.py")
-    _roundtrip(model, _with_official_backbone(_focalnet_official),
+    _roundtrip(model, with_official_backbone(focalnet_official),
                wrap=lambda sd: {"meta": {"mmdet_version": "2.25.0"}, "state_dict": sd})
 
 
 def test_focalnet_cascade_and_sparse_rcnn_files_load_strictly():
     for config in ("cascade-mask-rcnn_focalnet-t-lrf_fpn_ms-3x_coco.py",
                    "sparse-rcnn_focalnet-t-lrf_fpn_300-proposals_crop-ms-480-800-3x_coco.py"):
-        _roundtrip(_build(config), _with_official_backbone(_focalnet_official))
+        _roundtrip(_build(config), with_official_backbone(focalnet_official))
 
 
 def test_transnext_dino_mmdet3_file_loads_strictly():
     model = _build("dino-4scale_transnext-t_8xb2-12e_coco.py")
     assert not hasattr(model.backbone, "norm1")  # stage norms are part of the backbone: norm1..4 -> stages.i.norm
-    _roundtrip(model, _with_official_backbone(_transnext_official))
+    _roundtrip(model, with_official_backbone(transnext_official))
 
 
 def test_transnext_mask2former_mmseg1_file_loads_strictly():
     model = _build("../seg/mask2former_transnext-t_8xb2-160k_ade20k-512x512.py")
-    _roundtrip(model, _with_official_backbone(_transnext_official))
-
-
-def _mmdet_dino_to_detrex(sd):
-    """mmdet DINO names -> detrex projects/dino names (DINO / DINOTransformer / BaseTransformerLayer / FFN / MLP /
-    ChannelMapper of ConvNormAct), the class / box branches also registered under transformer.decoder.*"""
-    out = {}
-    for k, v in sd.items():
-        if k.startswith("backbone.model."):
-            name, v = _focalnet_official(k[len("backbone.model."):], v)
-            out[f"backbone.{name}"] = v
-            continue
-        if k.startswith("backbone."):  # per-output norms norm{i}
-            out[k] = v
-            continue
-        k = re.sub(r"^encoder\.layers\.(\d+)\.self_attn\.", r"transformer.encoder.layers.\1.attentions.0.", k)
-        k = re.sub(r"^encoder\.layers\.(\d+)\.ffn\.", r"transformer.encoder.layers.\1.ffns.0.", k)
-        k = re.sub(r"^(encoder|decoder)\.layers\.(\d+)\.norms\.", r"transformer.\1.layers.\2.norms.", k)
-        k = re.sub(r"^decoder\.layers\.(\d+)\.self_attn\.", r"transformer.decoder.layers.\1.attentions.0.", k)
-        k = re.sub(r"^decoder\.layers\.(\d+)\.cross_attn\.", r"transformer.decoder.layers.\1.attentions.1.", k)
-        k = re.sub(r"^decoder\.layers\.(\d+)\.ffn\.", r"transformer.decoder.layers.\1.ffns.0.", k)
-        k = re.sub(r"^decoder\.(ref_point_head|norm)\.", r"transformer.decoder.\1.", k)
-        k = {"level_embed": "transformer.level_embeds"}.get(k, k)
-        k = re.sub(r"^memory_trans_fc\.", "transformer.enc_output.", k)
-        k = re.sub(r"^memory_trans_norm\.", "transformer.enc_output_norm.", k)
-        k = re.sub(r"^query_embedding\.", "transformer.tgt_embed.", k)
-        k = re.sub(r"^dn_query_generator\.label_embedding\.", "label_enc.", k)
-        k = re.sub(r"^neck\.(convs|extra_convs)\.(\d+)\.gn\.", r"neck.\1.\2.norm.", k)
-        if m := re.match(r"^bbox_head\.cls_branches\.(\d+)\.(.+)", k):
-            k = f"class_embed.{m[1]}.{m[2]}"
-            out[f"transformer.decoder.{k}"] = v
-        elif m := re.match(r"^bbox_head\.reg_branches\.(\d+)\.(\d)\.(.+)", k):
-            k = f"bbox_embed.{m[1]}.layers.{int(m[2]) // 2}.{m[3]}"
-            out[f"transformer.decoder.{k}"] = v
-        out[k] = v
-    assert not any(k.startswith(("encoder.", "decoder.", "bbox_head.")) for k in out)
-    return out
+    _roundtrip(model, with_official_backbone(transnext_official))
 
 
 @pytest.mark.parametrize("config", ["dino-4scale_focalnet-l-fl3_8xb2-12e_coco.py",
@@ -173,12 +102,12 @@ def _mmdet_dino_to_detrex(sd):
 def test_detrex_focalnet_dino_file_loads_strictly(config):
     model = _build(config, embed_dim=16)
     # detectron2's checkpointer saves {'model': state dict, 'iteration': ...}
-    _roundtrip(model, _mmdet_dino_to_detrex, wrap=lambda sd: {"model": sd, "iteration": 89999})
+    _roundtrip(model, mmdet_dino_to_detrex, wrap=lambda sd: {"model": sd, "iteration": 89999})
 
 
 def test_wrong_family_is_an_error_naming_the_keys():
     transnext = _build("dino-4scale_transnext-t_8xb2-12e_coco.py")
-    official = _with_official_backbone(_transnext_official)(transnext.state_dict())
+    official = with_official_backbone(transnext_official)(transnext.state_dict())
     focalnet = _build("dino-4scale_focalnet-l-fl3_8xb2-12e_coco.py", embed_dim=16)
     with pytest.raises(ValueError, match=r"does not fit.*block1\.0\.|block1\.0\..*does not fit") as err:
         _load_like_the_runner(focalnet, {"state_dict": official}, path="transnext_dino.pth")
@@ -187,7 +116,7 @@ def test_wrong_family_is_an_error_naming_the_keys():
 
 def test_wrong_detector_is_an_error_naming_the_first_missing_and_unexpected_keys(mm_log):
     mask_rcnn = _build("mask-rcnn_focalnet-t-lrf_fpn_1x_coco.py")
-    official = _with_official_backbone(_focalnet_official)(mask_rcnn.state_dict())
+    official = with_official_backbone(focalnet_official)(mask_rcnn.state_dict())
     cascade = _build("cascade-mask-rcnn_focalnet-t-lrf_fpn_ms-3x_coco.py",
                      focal_windows=9)  # same backbone as the Mask R-CNN file: only the RoI heads differ
     with pytest.raises(ValueError) as err:

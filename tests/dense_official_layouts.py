@@ -1,0 +1,78 @@
+"""Official detector / segmentor state-dict layouts, written from the official code's key names (independently of
+backbones.mm.checkpoint): used by tests/mm to build checkpoints "as the official files are" from a model built here.
+"""
+
+import re
+
+import torch
+
+
+def focalnet_official(key: str, value: torch.Tensor):
+    """microsoft/FocalNet (and detrex's copy): patch_embed, downsample at the end of a stage, Linear f / proj /
+    fc, LayerScale gamma_1 / gamma_2, post-norm norm1 / norm2; detection per-output norms norm{i} as they are."""
+    key = re.sub(r"^stem\.", "patch_embed.", key)
+    key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.", key)
+    key = re.sub(r"\.ls([12])\.gamma$", r".gamma_\1", key)
+    key = re.sub(r"\.norm([12])_post\.", r".norm\1.", key)
+    if re.search(r"(modulation\.(f|proj)|mlp\.fc[12])\.weight$", key):
+        value = value[:, :, 0, 0]
+    return key, value
+
+
+def transnext_official(key: str, value: torch.Tensor):
+    """DaiShiResearch/TransNeXt: patch_embed{s}, block{s}.{j}, norm{s}, attn.sr / attn.norm, mlp.dwconv.dwconv."""
+    key = re.sub(r"^stages\.(\d)\.downsample\.", lambda m: f"patch_embed{int(m[1]) + 1}.", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.", lambda m: f"block{int(m[1]) + 1}.", key)
+    key = re.sub(r"^stages\.(\d)\.norm\.", lambda m: f"norm{int(m[1]) + 1}.", key)
+    key = key.replace("attn.pool_proj.", "attn.sr.").replace("attn.pool_norm.", "attn.norm.")
+    key = key.replace("mlp.dwconv.", "mlp.dwconv.dwconv.")
+    return key, value
+
+
+def with_official_backbone(rename):
+    def to_official(sd):
+        out = {}
+        for k, v in sd.items():
+            if k.startswith("backbone.model."):
+                k, v = rename(k[len("backbone.model."):], v)
+                k = f"backbone.{k}"
+            out[k] = v  # necks / heads: mmdet 2.x / mmseg 0.x names are the 3.x / 1.x ones
+        return out
+
+    return to_official
+
+
+def mmdet_dino_to_detrex(sd):
+    """mmdet DINO names -> detrex projects/dino names (DINO / DINOTransformer / BaseTransformerLayer / FFN / MLP /
+    ChannelMapper of ConvNormAct), the class / box branches also registered under transformer.decoder.*"""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("backbone.model."):
+            name, v = focalnet_official(k[len("backbone.model."):], v)
+            out[f"backbone.{name}"] = v
+            continue
+        if k.startswith("backbone."):  # per-output norms norm{i}
+            out[k] = v
+            continue
+        k = re.sub(r"^encoder\.layers\.(\d+)\.self_attn\.", r"transformer.encoder.layers.\1.attentions.0.", k)
+        k = re.sub(r"^encoder\.layers\.(\d+)\.ffn\.", r"transformer.encoder.layers.\1.ffns.0.", k)
+        k = re.sub(r"^(encoder|decoder)\.layers\.(\d+)\.norms\.", r"transformer.\1.layers.\2.norms.", k)
+        k = re.sub(r"^decoder\.layers\.(\d+)\.self_attn\.", r"transformer.decoder.layers.\1.attentions.0.", k)
+        k = re.sub(r"^decoder\.layers\.(\d+)\.cross_attn\.", r"transformer.decoder.layers.\1.attentions.1.", k)
+        k = re.sub(r"^decoder\.layers\.(\d+)\.ffn\.", r"transformer.decoder.layers.\1.ffns.0.", k)
+        k = re.sub(r"^decoder\.(ref_point_head|norm)\.", r"transformer.decoder.\1.", k)
+        k = {"level_embed": "transformer.level_embeds"}.get(k, k)
+        k = re.sub(r"^memory_trans_fc\.", "transformer.enc_output.", k)
+        k = re.sub(r"^memory_trans_norm\.", "transformer.enc_output_norm.", k)
+        k = re.sub(r"^query_embedding\.", "transformer.tgt_embed.", k)
+        k = re.sub(r"^dn_query_generator\.label_embedding\.", "label_enc.", k)
+        k = re.sub(r"^neck\.(convs|extra_convs)\.(\d+)\.gn\.", r"neck.\1.\2.norm.", k)
+        if m := re.match(r"^bbox_head\.cls_branches\.(\d+)\.(.+)", k):
+            k = f"class_embed.{m[1]}.{m[2]}"
+            out[f"transformer.decoder.{k}"] = v
+        elif m := re.match(r"^bbox_head\.reg_branches\.(\d+)\.(\d)\.(.+)", k):
+            k = f"bbox_embed.{m[1]}.layers.{int(m[2]) // 2}.{m[3]}"
+            out[f"transformer.decoder.{k}"] = v
+        out[k] = v
+    assert not any(k.startswith(("encoder.", "decoder.", "bbox_head.")) for k in out)
+    return out

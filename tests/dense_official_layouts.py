@@ -76,3 +76,24 @@ def mmdet_dino_to_detrex(sd):
         out[k] = v
     assert not any(k.startswith(("encoder.", "decoder.", "bbox_head.")) for k in out)
     return out
+
+
+def davit_official(key: str, value: torch.Tensor):
+    """dingmyu/davit: patch_embeds.{s}.{proj,norm} (stem and downsamples), main_blocks.{s}.{j}.{0,1}, cpe.{0,1}."""
+    key = key.replace("stem.conv.", "patch_embeds.0.proj.").replace("stem.norm.", "patch_embeds.0.norm.")
+    key = re.sub(r"^stages\.(\d)\.downsample\.conv\.", r"patch_embeds.\1.proj.", key)
+    key = re.sub(r"^stages\.(\d)\.downsample\.norm\.", r"patch_embeds.\1.norm.", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.", r"main_blocks.\1.", key)
+    return key.replace(".cpe1.", ".cpe.0.").replace(".cpe2.", ".cpe.1."), value
+
+
+def litv2_official(key: str, value: torch.Tensor):
+    """ziplab/LITv2: patch_embed, token merging closing stage i (layers.i.downsample.{dconv,norm_layer}),
+    attn.h_* / attn.l_*, mlp.dwconv.dwconv, norm2 for the single norm of an attention-free block."""
+    key = re.sub(r"^stem\.", "patch_embed.", key)
+    key = re.sub(r"^stages\.(\d)\.downsample\.conv\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.dconv.", key)
+    key = re.sub(r"^stages\.(\d)\.downsample\.norm\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.norm_layer.", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.(\d+)\.norm\.", r"layers.\1.blocks.\2.norm2.", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.", r"layers.\1.blocks.", key)
+    key = key.replace(".attn.hifi_", ".attn.h_").replace(".attn.lofi_", ".attn.l_")
+    return key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv."), value

@@ -13,7 +13,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from dense_official_layouts import focalnet_official, mmdet_dino_to_detrex, transnext_official, with_official_backbone
+from dense_official_layouts import (
+    davit_official,
+    focalnet_official,
+    litv2_official,
+    mmdet_dino_to_detrex,
+    transnext_official,
+    with_official_backbone,
+)
 
 pytest.importorskip("mmdet")
 pytest.importorskip("mmseg")
@@ -84,6 +91,17 @@ def test_focalnet_cascade_and_sparse_rcnn_files_load_strictly():
     for config in ("cascade-mask-rcnn_focalnet-t-lrf_fpn_ms-3x_coco.py",
                    "sparse-rcnn_focalnet-t-lrf_fpn_300-proposals_crop-ms-480-800-3x_coco.py"):
         _roundtrip(_build(config), with_official_backbone(focalnet_official))
+
+
+@pytest.mark.parametrize("config, rename", [
+    ("mask-rcnn_davit-t_fpn_ms-3x_coco.py", davit_official),  # mmdet 2.x
+    ("../seg/upernet_davit-t_8xb2-160k_ade20k-512x512.py", davit_official),  # mmseg 0.x
+    ("mask-rcnn_litv2-s_fpn_1x_coco.py", litv2_official),  # mmdet 2.x, norm1..3 on stages 1..3 only
+    ("mask-rcnn_transnext-t_fpn_1x_coco.py", transnext_official),  # mmdet 2.28
+    ("../seg/upernet_transnext-t_8xb2-160k_ade20k-512x512.py", transnext_official),  # mmseg 0.30
+], ids=["davit-mask-rcnn-3x", "davit-upernet", "litv2-mask-rcnn", "transnext-mask-rcnn", "transnext-upernet"])
+def test_other_official_files_load_strictly(config, rename):
+    _roundtrip(_build(config), with_official_backbone(rename))
 
 
 def test_transnext_dino_mmdet3_file_loads_strictly():

@@ -2,11 +2,11 @@
 # Should reproduce the official FocalNet result (microsoft/FocalNet README, Mask R-CNN 3x, COCO val2017):
 #   48.9 box AP / 43.6 mask AP  (focal kernels 9, 11).
 # Official recipe (detection/configs/focalnet/mask_rcnn_focalnet_small_patch4_mstrain_480-800_adamw_3x_coco_srf.py):
-# multi-scale + crop training (480-800), AdamW lr 1e-4 wd 0.05 (no decay on norms), 36 epochs with steps
-# [27, 33], batch 16 (8 GPUs x 2; the official config sets 1 image per GPU), drop path 0.5, focal windows 9,
-# per-output norms, apex fp16 (use --amp on GPUs).
-# Differs from the mmdet base (mask-rcnn_r50_fpn, single-scale 1x SGD): the FocalNet multi-scale + crop
-# augmentation and the AdamW 3x schedule (project bases coco_instance_ms-crop / schedule_3x).
+# multi-scale + crop training (480-800), AdamW lr 1e-4 wd 0.05 (no decay on norms), 36 epochs with steps [27, 33], batch
+# 16 (8 GPUs x 2; the official config sets 1 image per GPU), drop path 0.5, focal windows 9, per-output norms, apex fp16
+# (use --amp on GPUs).
+# Differs from the mmdet base (mask-rcnn_r50_fpn, single-scale 1x SGD): the FocalNet multi-scale + crop augmentation and
+# the AdamW 3x schedule (project bases coco_instance_ms-crop / schedule_3x).
 # Released detector: https://projects4jw.blob.core.windows.net/focalnet/release/detection/focalnet_small_srf_maskrcnn_3x.pth
 #   (tools/test.py <this config> <that file> loads it strictly: backbones.mm.checkpoint converts the layout).
 _base_ = [

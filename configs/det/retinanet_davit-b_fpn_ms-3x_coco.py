@@ -2,12 +2,11 @@
 # Should reproduce the official DaViT result (dingmyu/davit README, RetinaNet 3x, COCO val2017):
 #   48.7 box AP  (98.5M params, 471G FLOPs).
 # Official recipe (dingmyu/davit mmdet/configs/davit_retinanet_3x_coco.py): multi-scale + crop training (480-800,
-# AutoAugment as in DETR), FPN on stages 1..3 with extra levels on the input, AdamW lr 1e-4 wd 0.05 on all parameters, 36 epochs with steps [27, 33],
-# batch 16 (8 GPUs x 2), drop path 0.2, window 7, per-output norms, fp32.
-# Differs from mmdet's 3x bases (single-scale or resize-only multi-scale, SGD): DaViT's AutoAugment
-# multi-scale crop (project base coco_detection_ms-crop.py) and AdamW.
-# The official repository ships the DaViT-T config only (S/B by changing the architecture); drop path 0.2
-# is kept from it as no S/B value is published.
+# AutoAugment as in DETR), FPN on stages 1..3 with extra levels on the input, AdamW lr 1e-4 wd 0.05 on all parameters,
+# 36 epochs with steps [27, 33], batch 16 (8 GPUs x 2), drop path 0.2, window 7, per-output norms, fp32.
+# Differs from mmdet's 3x bases (single-scale or resize-only multi-scale, SGD): DaViT's AutoAugment multi-scale crop
+# (project base coco_detection_ms-crop.py) and AdamW. The official repository ships the DaViT-T config only (S/B by
+# changing the architecture); drop path 0.2 is kept from it as no S/B value is published.
 # Released detector (SharePoint): https://connecthkuhk-my.sharepoint.com/:u:/g/personal/u3007305_connect_hku_hk/Ea7c6g_OkqpHrGIviK2Ua-4B2wc4Rd0PTdXAlA2IyTZxGQ?e=N4askR
 #   (a OneDrive link that ends in a query: download the file, then tools/test.py <this config> <file>).
 _base_ = [

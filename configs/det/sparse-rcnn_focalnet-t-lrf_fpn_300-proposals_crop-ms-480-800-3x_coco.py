@@ -1,13 +1,14 @@
 # Sparse R-CNN 3x (300 proposals), FocalNet-T (LRF) backbone, FPN, COCO 2017 (boxes only).
 # Should reproduce the official FocalNet result (microsoft/FocalNet README, Sparse R-CNN 3x, COCO val2017):
 #   49.9 box AP  (focal windows [11, 9, 9, 7]).
-# Official recipe (detection/configs/focalnet/sparse_rcnn_focalnet_tiny_fpn_300_proposals_crop_mstrain_480-800_3x_coco_lrf.py,
-# on mmdet's sparse_rcnn 300-proposals crop-ms 3x): multi-scale + crop training (480-800), AdamW lr 2.5e-5 wd 1e-4
-# on every parameter, gradient clipping at norm 1, 36 epochs with steps [27, 33], batch 16 (8 GPUs x 2), 6 DII
-# stages, drop path 0.3, focal windows [11, 9, 9, 7], four stages with per-output norms, FPN with 4 levels.
-# This is mmdet's own sparse-rcnn_r50_fpn_300-proposals_crop-ms-480-800-3x_coco with the backbone swapped. (The
-# official config's `_base_ = '../_base_/sparse_rcnn_focalnet_fpn.py'` points to a missing file; its model base
-# is under _base_/models/ in the tree.)
+# Official recipe
+# (detection/configs/focalnet/sparse_rcnn_focalnet_tiny_fpn_300_proposals_crop_mstrain_480-800_3x_coco_lrf.py, on
+# mmdet's sparse_rcnn 300-proposals crop-ms 3x): multi-scale + crop training (480-800), AdamW lr 2.5e-5 wd 1e-4 on every
+# parameter, gradient clipping at norm 1, 36 epochs with steps [27, 33], batch 16 (8 GPUs x 2), 6 DII stages, drop path
+# 0.3, focal windows [11, 9, 9, 7], four stages with per-output norms, FPN with 4 levels. This is mmdet's own
+# sparse-rcnn_r50_fpn_300-proposals_crop-ms-480-800-3x_coco with the backbone swapped. (The official config's `_base_ =
+# '../_base_/sparse_rcnn_focalnet_fpn.py'` points to a missing file; its model base is under _base_/models/ in the
+# tree.)
 # Released detector: https://projects4jw.blob.core.windows.net/focalnet/release/detection/focalnet_tiny_lrf_sparsercnn_3x.pth
 _base_ = 'mmdet::sparse_rcnn/sparse-rcnn_r50_fpn_300-proposals_crop-ms-480-800-3x_coco.py'
 

@@ -97,3 +97,16 @@ def litv2_official(key: str, value: torch.Tensor):
     key = re.sub(r"^stages\.(\d)\.blocks\.", r"layers.\1.blocks.", key)
     key = key.replace(".attn.hifi_", ".attn.h_").replace(".attn.lofi_", ".attn.l_")
     return key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv."), value
+
+
+def efficientvit_official(key: str, value: torch.Tensor):
+    """microsoft/Cream EfficientViT: patch_embed.{0,2,4,6}, blocks1..3 with each subsample as entries 0..2,
+    Conv2d_BN's conv named c (the per-block attention_bias_idxs buffers are left out: derived, dropped on load)."""
+    key = re.sub(r"^patch_embed\.conv(\d)\.", lambda m: f"patch_embed.{2 * (int(m[1]) - 1)}.", key)
+    key = re.sub(r"\.conv\.weight$", ".c.weight", key)
+    if m := re.match(r"^stages\.(\d)\.(downsample\.(?:res1|patchmerge|res2)|blocks\.(\d+))\.(.*)$", key):
+        stage, part, j, rest = int(m[1]), m[2], m[3], m[4]
+        pos = {"downsample.res1": 0, "downsample.patchmerge": 1, "downsample.res2": 2}.get(part)
+        pos = pos if pos is not None else int(j) + (3 if stage > 0 else 0)
+        key = f"blocks{stage + 1}.{pos}.{rest}"
+    return key, value

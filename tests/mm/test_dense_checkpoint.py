@@ -15,6 +15,7 @@ import pytest
 import torch
 from dense_official_layouts import (
     davit_official,
+    efficientvit_official,
     focalnet_official,
     litv2_official,
     mmdet_dino_to_detrex,
@@ -40,7 +41,8 @@ def _build(config: str, **backbone_kwargs):
     cfg = Config.fromfile(str(DET / config))
     bb = cfg.model.backbone
     bb.init_cfg = None
-    bb.model_kwargs = dict(bb.get("model_kwargs") or {}, depths=(1, 1, 1, 1), **backbone_kwargs)
+    depth = dict(depth=(1, 1, 1)) if bb.model_name.startswith("efficientvit") else dict(depths=(1, 1, 1, 1))
+    bb.model_kwargs = dict(bb.get("model_kwargs") or {}, **depth, **backbone_kwargs)
     if "embed_dim" in backbone_kwargs:
         c = backbone_kwargs["embed_dim"]
         cfg.model.neck.in_channels = [c * 2**i for i in bb.out_indices]
@@ -99,7 +101,9 @@ def test_focalnet_cascade_and_sparse_rcnn_files_load_strictly():
     ("mask-rcnn_litv2-s_fpn_1x_coco.py", litv2_official),  # mmdet 2.x, norm1..3 on stages 1..3 only
     ("mask-rcnn_transnext-t_fpn_1x_coco.py", transnext_official),  # mmdet 2.28
     ("../seg/upernet_transnext-t_8xb2-160k_ade20k-512x512.py", transnext_official),  # mmseg 0.30
-], ids=["davit-mask-rcnn-3x", "davit-upernet", "litv2-mask-rcnn", "transnext-mask-rcnn", "transnext-upernet"])
+    ("mask-rcnn_efficientvit-m4_fpn_1x_coco.py", efficientvit_official),  # mmdet 2.x, EfficientViTFPN neck
+], ids=["davit-mask-rcnn-3x", "davit-upernet", "litv2-mask-rcnn", "transnext-mask-rcnn", "transnext-upernet",
+        "efficientvit-mask-rcnn"])
 def test_other_official_files_load_strictly(config, rename):
     _roundtrip(_build(config), with_official_backbone(rename))
 

@@ -111,7 +111,15 @@ def convert_dense_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor],
     inner = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
     if not inner or all(f"backbone.{k}" in own for k in inner):  # nothing to convert (or this repository's layout)
         return sd, []
-    converted, unexpected = backbone.convert_state_dict(inner, source)
+    try:
+        converted, unexpected = backbone.convert_state_dict(inner, source)
+    except ValueError as e:  # another family / size: name the keys as the whole-model check does
+        missing = [k for k in own if k.startswith("backbone.") and k not in sd]
+        extra = [k for k in sd if k.startswith("backbone.") and k not in own]
+        raise ValueError(
+            f"checkpoint {source} does not fit this {type(model).__name__}: its backbone part does not convert to "
+            f"{backbone.model_name}; first missing: {missing[:4]}, first unexpected: {extra[:4]}\n  ({e})"
+        ) from e
     rest = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
     rest.update({f"backbone.{k}": v for k, v in converted.items()})
     return rest, [f"backbone.{k}" for k in unexpected]

@@ -26,5 +26,6 @@ model = dict(
         model_kwargs=dict(focal_windows=(11, 9, 9, 7)),
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
-# as ./_base_/default_runtime.py: a fixed seed, so that --resume replays the same data order
+# as ./_base_/default_runtime.py: a fixed seed (--resume replays the same data order) and the checkpoint-layout hook
 randomness = dict(seed=0, deterministic=False)
+custom_hooks = [dict(type='DenseCheckpointLayoutHook')]

@@ -165,7 +165,10 @@ def test_runner_adds_the_hook_to_every_config():
     cfg, notes = prepare_config(str(DET / "retinanet_davit-t_fpn_1x_coco.py"))
     assert [h.type for h in cfg.custom_hooks].count("DenseCheckpointLayoutHook") == 1
     cfg, notes = prepare_config(str(DET / "sparse-rcnn_focalnet-t-lrf_fpn_300-proposals_crop-ms-480-800-3x_coco.py"))
-    assert [h.type for h in cfg.custom_hooks] == ["DenseCheckpointLayoutHook"]  # mmdet's own base lists none
+    assert [h.type for h in cfg.custom_hooks] == ["DenseCheckpointLayoutHook"]  # listed by the config itself
+    cfg, notes = prepare_config(str(CONFIGS / "seg" / "upernet_focalnet-t-lrf_8xb2-160k_ade20k-512x512.py"),
+                                cfg_options=dict(custom_hooks=[]))  # a config that drops it: the runner adds it
+    assert [h["type"] for h in cfg.custom_hooks] == ["DenseCheckpointLayoutHook"]
     assert any("DenseCheckpointLayoutHook" in n for n in notes)
 
 

@@ -10,7 +10,8 @@ checkpoint in that hook to the model's own names and refuses a partial load:
 * ``backbone.*``: through the adapter (:meth:`TimmBackboneAdapter.convert_state_dict`: the family's
   ``checkpoint_filter_fn`` plus the official per-output norms ``norm{i}``);
 * necks and heads: mmdet 3.x / mmseg 1.x kept the 2.x / 0.x names of the FPN, RPN, RoI (Mask R-CNN, Cascade,
-  Sparse R-CNN), RetinaNet, ATSS, UPerNet, FCN and Semantic-FPN heads, so official mmdet 2.x / mmseg 0.x files
+  Sparse R-CNN), RetinaNet, ATSS, UPerNet, FCN and Semantic-FPN heads (mmdet 3.3's and mmseg 1.2.2's own
+  metafiles list their v2.0 / v0.5 weights for these models), so official mmdet 2.x / mmseg 0.x files
   (FocalNet, DaViT, LITv2, EfficientViT, TransNeXt Mask R-CNN / UPerNet) and the mmdet 3.0 / mmseg 1.0 ones
   (TransNeXt DINO / Mask2Former) load as they are;
 * detrex / detectron2 DINO files (FocalNet-L DINO) are renamed to mmdet's DINO (:func:`detrex_dino_to_mmdet`);

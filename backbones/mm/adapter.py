@@ -15,6 +15,7 @@ Stages are the entries of the model's ``feature_info`` (for FocalNet: index i = 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -290,6 +291,14 @@ class TimmBackboneAdapter(BaseModule):
                     "is it a checkpoint of another model family?"
                 ) from e
         unexpected = sorted(dropped + [k for k in rest if k not in inner_keys])
+        # Official detection backbones (DaViT's, for one) build an output norm for every stage, also for a stage the
+        # neck does not read (RetinaNet: FPN start_level=1); such a norm{i} is no part of this network: dropped.
+        unused_norms = [k for k in unexpected if (m := re.match(rf"{_OUT_NORM_PREFIX}(\d+)\.(weight|bias)$", k))
+                        and int(m[1]) not in self.out_indices]
+        if unused_norms:
+            _log(f"TimmBackboneAdapter({self.model_name}): dropped the output norms of stages it does not return: "
+                 f"{_brief(unused_norms)}")
+            unexpected = [k for k in unexpected if k not in unused_norms]
         matched = [k for k in rest if k in inner_keys]
         if len(matched) < 0.5 * len(inner_keys):
             raise ValueError(

@@ -6,6 +6,7 @@
 # AdamW lr 1e-4 wd 0.05, backbone lr x0.1, no decay on biases / norms / 1-D parameters / query and level
 # embeddings, gradient clipping 0.01, poly (0.9) over 160k iterations, drop path 0.5, position bias interpolated
 # from a 512 x 512 reference, fp32.
+# Differs from mmseg's base: the optimizer's backbone / embedding rules (in ./_base_/models/mask2former_transnext.py).
 # Released segmentor: https://huggingface.co/DaiShiResearch/mask2former-transnext-small-ade/resolve/main/mask2former_transnext_small_512x512_160k_ade20k_in1k.pth
 #   (mmseg 1.0 layout; tools/test.py <this config> <that file> loads it strictly).
 _base_ = './_base_/models/mask2former_transnext.py'

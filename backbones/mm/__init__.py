@@ -8,6 +8,8 @@ unprefixed ``type=`` works in both ``default_scope='mmdet'`` and ``'mmseg'`` con
 
 * MODELS: :class:`TimmBackboneAdapter` (``type='TimmBackboneAdapter'``).
 * OPTIM_WRAPPER_CONSTRUCTORS: :class:`LayerDecayOptimWrapperConstructor`.
+* HOOKS (mmengine's root registry, found from both scopes): :class:`DenseCheckpointLayoutHook`, which converts
+  official detector / segmentor checkpoints (``load_from``, ``tools/test.py``) and loads them strictly.
 
 Registering into each framework's own registry (rather than mmengine's root registry) keeps the names visible
 in ``mmdet::model`` / ``mmseg::model`` listings and cannot be shadowed by a same-named class of the framework;
@@ -19,10 +21,12 @@ from __future__ import annotations
 import importlib
 
 from .adapter import TimmBackboneAdapter, read_checkpoint
+from .checkpoint import DenseCheckpointLayoutHook
 from .efficientvit_fpn import EfficientViTFPN  # noqa: F401  (EfficientViT-MSRA detection neck, owned by its family)
 from .layer_decay import LayerDecayOptimWrapperConstructor
 
-__all__ = ["TimmBackboneAdapter", "LayerDecayOptimWrapperConstructor", "read_checkpoint", "REGISTERED_IN"]
+__all__ = ["TimmBackboneAdapter", "LayerDecayOptimWrapperConstructor", "DenseCheckpointLayoutHook", "read_checkpoint",
+           "REGISTERED_IN"]
 
 REGISTERED_IN: list[str] = []
 

@@ -15,6 +15,7 @@ Stages are the entries of the model's ``feature_info`` (for FocalNet: index i = 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -259,6 +260,75 @@ class TimmBackboneAdapter(BaseModule):
                 self.load_pretrained(cfg["checkpoint"], prefix=cfg.get("prefix"))
         self._is_init = True
 
+    def convert_state_dict(self, state_dict: Mapping, source: str = "<state dict>") -> tuple[dict, list[str]]:
+        """Map a backbone state dict (official, timm or this repository's layout) onto this adapter's keys.
+
+        Returns ``(converted, unexpected)``: ``converted`` is keyed like ``self.state_dict()`` (``model.*`` for the
+        timm model through the family's ``checkpoint_filter_fn``, ``norm{i}.*`` for the per-output norms of an
+        official detection backbone), ``unexpected`` lists the checkpoint keys the backbone does not use (e.g. a
+        classifier). Raises ValueError when the checkpoint cannot be of this model (filter failure, fewer than half
+        of the model's tensors matched) or a tensor has another shape.
+        """
+        from backbones.models._common import unwrap_state_dict
+
+        sd = dict(state_dict)
+        own = self.state_dict()
+        if sd and all(k in own for k in sd):  # already this adapter's layout (e.g. a detector saved here)
+            return sd, []
+        # Per-output norms (this adapter's and the official detection backbones' `norm{i}`) load into the
+        # adapter; everything else goes through the family's filter into the timm model.
+        own_norms = {k for k in own if not k.startswith("model.")}
+        inner_keys = set(self.model.state_dict())
+        norm_sd = {k: v for k, v in sd.items() if k in own_norms and k not in inner_keys}
+        rest = {k: v for k, v in sd.items() if k not in norm_sd}
+        if rest and all(k.startswith("model.") for k in rest):
+            rest = {k[len("model."):]: v for k, v in rest.items()}
+        rest = unwrap_state_dict(rest) if rest else {}
+
+        # Classifier keys (timm's `head.fc.*`, the official `head.*`) are dropped here so that they are reported.
+        classifier = (getattr(self.model, "pretrained_cfg", None) or {}).get("classifier") or "head"
+        heads = tuple({f"{classifier}.", f"{classifier.split('.')[0]}."})
+        dropped = []
+        if not any(k.startswith(heads) for k in inner_keys):
+            dropped = sorted(k for k in rest if k.startswith(heads))
+            rest = {k: v for k, v in rest.items() if not k.startswith(heads)}
+
+        filter_fn = getattr(sys.modules[type(self.model).__module__], "checkpoint_filter_fn", None)
+        if filter_fn is not None and rest:
+            try:
+                rest = filter_fn(rest, self.model)
+            except Exception as e:  # a wrong-family checkpoint can trip the filter itself
+                raise ValueError(
+                    f"TimmBackboneAdapter({self.model_name}): the checkpoint filter of "
+                    f"{type(self.model).__module__} failed on {source} ({type(e).__name__}: {e}); "
+                    "is it a checkpoint of another model family?"
+                ) from e
+        unexpected = sorted(dropped + [k for k in rest if k not in inner_keys])
+        # Official detection backbones (DaViT's, for one) build an output norm for every stage, also for a stage the
+        # neck does not read (RetinaNet: FPN start_level=1); such a norm{i} is no part of this network: dropped.
+        unused_norms = [k for k in unexpected if (m := re.match(rf"{_OUT_NORM_PREFIX}(\d+)\.(weight|bias)$", k))
+                        and int(m[1]) not in self.out_indices]
+        if unused_norms:
+            _log(f"TimmBackboneAdapter({self.model_name}): dropped the output norms of stages it does not return: "
+                 f"{_brief(unused_norms)}")
+            unexpected = [k for k in unexpected if k not in unused_norms]
+        matched = [k for k in rest if k in inner_keys]
+        if len(matched) < 0.5 * len(inner_keys):
+            raise ValueError(
+                f"TimmBackboneAdapter({self.model_name}): checkpoint {source} does not fit "
+                f"{type(self.model).__name__}: only {len(matched)} of its {len(inner_keys)} tensors match "
+                f"(checkpoint keys e.g. {sorted(rest)[:4]}, model keys e.g. {sorted(inner_keys)[:4]}). "
+                "Is it a checkpoint of another model family or size?"
+            )
+        converted = {f"model.{k}": rest[k] for k in matched}
+        converted.update(norm_sd)
+        bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+               for k, v in converted.items() if own[k].shape != v.shape]
+        if bad:
+            raise ValueError(f"TimmBackboneAdapter({self.model_name}): checkpoint {source} does not fit: "
+                             f"{len(bad)} shape mismatches, e.g. {'; '.join(bad[:3])}")
+        return converted, unexpected
+
     def load_pretrained(self, checkpoint: str | Mapping, prefix: str | None = None) -> dict[str, list[str]]:
         """Load official, timm or this repository's weights (classifier keys dropped, the rest checked).
 
@@ -266,7 +336,7 @@ class TimmBackboneAdapter(BaseModule):
         it, a checkpoint whose keys are partly ``backbone.*`` is reduced to those keys. Returns the dropped
         (``unexpected``) and not-loaded (``missing``) key lists, which are also logged.
         """
-        from backbones.models._common import load_state_dict_checked, unwrap_state_dict
+        from backbones.models._common import unwrap_state_dict
 
         source = checkpoint if isinstance(checkpoint, str) else "<state dict>"
         sd = unwrap_state_dict(read_checkpoint(checkpoint))
@@ -278,49 +348,13 @@ class TimmBackboneAdapter(BaseModule):
             if not sd:
                 raise ValueError(f"TimmBackboneAdapter: no key of {source} starts with prefix {prefix!r}")
 
-        # Per-output norms (this adapter's and the official detection backbones' `norm{i}`) load into the
-        # adapter; everything else goes through the family's filter into the timm model.
-        own_norms = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
-        inner_keys = set(self.model.state_dict())
-        norm_sd = {k: v for k, v in sd.items() if k in own_norms and k not in inner_keys}
-        rest = unwrap_state_dict({k: v for k, v in sd.items() if k not in norm_sd})
-
-        # Classifier keys (timm's `head.fc.*`, the official `head.*`) are dropped here so that they are reported.
-        classifier = (getattr(self.model, "pretrained_cfg", None) or {}).get("classifier") or "head"
-        heads = tuple({f"{classifier}.", f"{classifier.split('.')[0]}."})
-        dropped = []
-        if not any(k.startswith(heads) for k in inner_keys):
-            dropped = sorted(k for k in rest if k.startswith(heads))
-            rest = {k: v for k, v in rest.items() if not k.startswith(heads)}
-
-        filter_fn = getattr(sys.modules[type(self.model).__module__], "checkpoint_filter_fn", None)
-        if filter_fn is not None:
-            try:
-                rest = filter_fn(rest, self.model)
-            except Exception as e:  # a wrong-family checkpoint can trip the filter itself
-                raise ValueError(
-                    f"TimmBackboneAdapter({self.model_name}): the checkpoint filter of "
-                    f"{type(self.model).__module__} failed on {source} ({type(e).__name__}: {e}); "
-                    "is it a checkpoint of another model family?"
-                ) from e
-        unexpected = sorted(dropped + [k for k in rest if k not in inner_keys])
-        matched = [k for k in rest if k in inner_keys]
-        if len(matched) < 0.5 * len(inner_keys):
-            raise ValueError(
-                f"TimmBackboneAdapter({self.model_name}): checkpoint {source} does not fit "
-                f"{type(self.model).__name__}: only {len(matched)} of its {len(inner_keys)} tensors match "
-                f"(checkpoint keys e.g. {sorted(rest)[:4]}, model keys e.g. {sorted(inner_keys)[:4]}). "
-                "Is it a checkpoint of another model family or size?"
-            )
-        rest = {k: rest[k] for k in matched}
-        load_state_dict_checked(self.model, rest, strict=False)  # raises on shape mismatches
-        if norm_sd:
-            load_state_dict_checked(self, norm_sd, strict=False)
-
-        missing = sorted(k for k in inner_keys if k not in rest) + sorted(k for k in own_norms if k not in norm_sd)
+        converted, unexpected = self.convert_state_dict(sd, source)
+        self.load_state_dict(converted, strict=False)
+        missing = sorted(k for k in self.state_dict() if k not in converted)
+        norms = sorted({k.split(".")[0] for k in converted if not k.startswith("model.")})
         _log(
-            f"TimmBackboneAdapter({self.model_name}): loaded {len(rest) + len(norm_sd)} tensors from {source}"
-            + (f"; per-output norms {sorted({k.split('.')[0] for k in norm_sd})}" if norm_sd else "")
+            f"TimmBackboneAdapter({self.model_name}): loaded {len(converted)} tensors from {source}"
+            + (f"; per-output norms {norms}" if norms else "")
         )
         if unexpected:
             _log(f"  dropped {len(unexpected)} checkpoint keys the backbone does not use: {_brief(unexpected)}")
@@ -328,7 +362,8 @@ class TimmBackboneAdapter(BaseModule):
             level = logging.INFO if all(k.startswith(_OUT_NORM_PREFIX) for k in missing) else logging.WARNING
             _log(f"  {len(missing)} backbone keys not in the checkpoint (left as initialised): {_brief(missing)}",
                  level)
-        return dict(missing=missing, unexpected=unexpected)
+        return dict(missing=[k[len("model."):] if k.startswith("model.") else k for k in missing],
+                    unexpected=unexpected)
 
 
 def _brief(keys: list[str], limit: int = 8) -> str:

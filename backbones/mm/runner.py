@@ -161,6 +161,12 @@ def prepare_config(
     elif cfg.get("work_dir") is None:
         cfg.work_dir = osp.join("work_dirs", osp.splitext(osp.basename(config))[0])
 
+    hooks = list(cfg.get("custom_hooks") or [])
+    if not any(h.get("type") in ("DenseCheckpointLayoutHook", "backbones.DenseCheckpointLayoutHook") for h in hooks):
+        hooks.append(dict(type="DenseCheckpointLayoutHook"))  # official checkpoints: converted, loaded strictly
+        cfg.custom_hooks = hooks
+        notes.append("custom_hooks += DenseCheckpointLayoutHook (official checkpoints converted and loaded strictly)")
+
     on_gpu = get_device() != "cpu"
     if amp and on_gpu:
         cfg.optim_wrapper.type = "AmpOptimWrapper"

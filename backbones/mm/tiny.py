@@ -8,7 +8,8 @@
 * model: the same backbone family, narrowed (``embed_dim=16, depths=(1, 1, 1, 1)`` by default), no pretrained
   weights, neck / head input channels recomputed from the narrowed model, 64-channel neck and heads, the
   number of classes of the tiny set, test score threshold 0 (an untrained detector's scores are low; the
-  metric then still sees detections);
+  metric then still sees detections); DINO and Mask2Former keep their structure with 2 encoder / decoder
+  layers (Mask2Former: 64 wide, 1 pixel-decoder layer, 3 masked-attention layers) and fewer queries;
 * schedule: ``epochs`` epochs (det) / ``iters`` iterations (seg), validation and a checkpoint at the end,
   logging every iteration. Optimizer and LR schedulers are the config's own, except that an
   iteration-based warm-up is cut to ``warmup_iters`` iterations (the full configs warm up for 500-1500
@@ -64,11 +65,48 @@ def _shrink_backbone(cfg: Any, width: int, depths: tuple[int, ...]) -> list[int]
     return _backbone_channels(bb)
 
 
+def _narrow_transformer(layer_cfg: Any, c: int, ffn: int) -> None:
+    """Set every attention / FFN embed dim of an mmdet transformer layer cfg to ``c`` (8 heads stay 8)."""
+    for key in ("self_attn_cfg", "cross_attn_cfg"):
+        if key in layer_cfg:
+            layer_cfg[key].embed_dims = c
+    layer_cfg.ffn_cfg.update(embed_dims=c, feedforward_channels=ffn)
+
+
+def _dino(model: Any) -> None:
+    """DINO with 2 + 2-layer transformers, 100 queries, 20 denoising queries. The width stays 256: mmdet's DINO
+    decoder encodes the reference boxes with a fixed 128 features per coordinate."""
+    for part in (model.encoder, model.decoder):
+        part.num_layers = 2
+        part.layer_cfg.ffn_cfg.feedforward_channels = 512
+    model.num_queries = 100
+    model.dn_cfg.group_cfg.num_dn_queries = 20
+    model.bbox_head.num_classes = len(DIGIT_CLASSES)
+    model.test_cfg.max_per_img = 100
+
+
+def _mask2former(head: Any, channels: list[int], num_classes: int, c: int = 64) -> None:
+    """Mask2Former with 64-wide pixel / transformer decoders of 1 / 3 layers and 20 queries."""
+    head.update(in_channels=channels, feat_channels=c, out_channels=c, num_queries=20, num_classes=num_classes)
+    head.pixel_decoder.encoder.num_layers = 1
+    _narrow_transformer(head.pixel_decoder.encoder.layer_cfg, c, 2 * c)
+    head.pixel_decoder.positional_encoding.num_feats = c // 2
+    head.positional_encoding.num_feats = c // 2
+    head.transformer_decoder.num_layers = 3
+    _narrow_transformer(head.transformer_decoder.layer_cfg, c, 2 * c)
+    head.loss_cls.class_weight = [1.0] * num_classes + [0.1]
+    head.train_cfg.num_points = 2048
+
+
 def _det(cfg: Any, root: str, width: int, depths: tuple[int, ...], epochs: int, train_images: int | None) -> None:
     channels = _shrink_backbone(cfg, width, depths)
     model = cfg.model
     c = 64
-    model.neck.update(in_channels=channels, out_channels=c)
+    if model.type == "DINO":
+        model.neck.update(in_channels=channels)
+        _dino(model)
+    else:
+        model.neck.update(in_channels=channels, out_channels=c)
     with_mask = "roi_head" in model and model.roi_head.get("mask_head") is not None
     if "rpn_head" in model:
         model.rpn_head.update(in_channels=c, feat_channels=c)
@@ -82,7 +120,7 @@ def _det(cfg: Any, root: str, width: int, depths: tuple[int, ...], epochs: int, 
         model.train_cfg.rcnn.sampler.num = 128
         model.test_cfg.rpn.max_per_img = 100
         model.test_cfg.rcnn.score_thr = 0.0
-    if "bbox_head" in model:
+    if "bbox_head" in model and model.type != "DINO":
         model.bbox_head.update(in_channels=c, feat_channels=c, num_classes=len(DIGIT_CLASSES))
         model.test_cfg.score_thr = 0.0
 
@@ -128,12 +166,15 @@ def _det(cfg: Any, root: str, width: int, depths: tuple[int, ...], epochs: int, 
 def _seg(cfg: Any, root: str, width: int, depths: tuple[int, ...], iters: int) -> None:
     channels = _shrink_backbone(cfg, width, depths)
     model = cfg.model
-    if model.get("neck"):  # e.g. Semantic FPN: the heads read the neck's maps
+    if model.decode_head.type == "Mask2FormerHead":  # reads every backbone map, no in_index
+        _mask2former(model.decode_head, channels, len(SEG_CLASSES))
+    elif model.get("neck"):  # e.g. Semantic FPN: the heads read the neck's maps
         model.neck.update(in_channels=channels, out_channels=64)
         head_in = [64] * len(model.decode_head.in_index)
     else:
         head_in = [channels[i] for i in model.decode_head.in_index]
-    model.decode_head.update(in_channels=head_in, channels=64, num_classes=len(SEG_CLASSES))
+    if model.decode_head.type != "Mask2FormerHead":
+        model.decode_head.update(in_channels=head_in, channels=64, num_classes=len(SEG_CLASSES))
     aux = model.get("auxiliary_head")
     for head in aux if isinstance(aux, list) else [aux] if aux else []:
         head.update(in_channels=channels[head.in_index], channels=32, num_classes=len(SEG_CLASSES))

@@ -24,6 +24,18 @@ MASK_RCNN = [
 RETINANET = [
     ("retinanet_davit-t_fpn_1x_coco.py", "davit_tiny", 96, "44.0 box AP"),
     ("retinanet_davit-s_fpn_1x_coco.py", "davit_small", 96, "46.0 box AP"),
+    ("retinanet_davit-b_fpn_1x_coco.py", "davit_base", 128, "46.7 box AP"),
+]
+# 3x rows (official davit_{maskrcnn,retinanet}_3x_coco.py: drop path 0.2, 36 epochs, steps [27, 33])
+MASK_RCNN_3X = [
+    ("mask-rcnn_davit-t_fpn_ms-3x_coco.py", "davit_tiny", 96, "47.4 box AP / 42.9 mask AP"),
+    ("mask-rcnn_davit-s_fpn_ms-3x_coco.py", "davit_small", 96, "49.5 box AP / 44.3 mask AP"),
+    ("mask-rcnn_davit-b_fpn_ms-3x_coco.py", "davit_base", 128, "49.9 box AP / 44.6 mask AP"),
+]
+RETINANET_3X = [
+    ("retinanet_davit-t_fpn_ms-3x_coco.py", "davit_tiny", 96, "46.5 box AP"),
+    ("retinanet_davit-s_fpn_ms-3x_coco.py", "davit_small", 96, "48.2 box AP"),
+    ("retinanet_davit-b_fpn_ms-3x_coco.py", "davit_base", 128, "48.7 box AP"),
 ]
 UPERNET = [
     ("upernet_davit-t_8xb2-160k_ade20k-512x512.py", "davit_tiny", 96, "46.3 mIoU"),
@@ -39,7 +51,7 @@ def _load(path):
 
 
 def test_every_davit_config_is_checked():
-    listed = {name for name, *_ in MASK_RCNN + RETINANET + UPERNET}
+    listed = {name for name, *_ in MASK_RCNN + RETINANET + UPERNET + MASK_RCNN_3X + RETINANET_3X}
     assert {p.name for d in (DET, SEG) for p in d.glob("*davit*.py")} == listed
 
 
@@ -52,39 +64,48 @@ def _check_backbone(cfg, model, drop_path, out_indices):
     assert bb.init_cfg == dict(type="Pretrained", checkpoint=f"timm:{model}.msft_in1k")
 
 
-def _check_det_schedule(cfg):
+def _check_det_schedule(cfg, epochs=12, steps_at=(8, 11)):
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, tuple(opt.betas), opt.weight_decay) == ("AdamW", 1e-4, (0.9, 0.999), 0.05)
     assert not cfg.optim_wrapper.get("paramwise_cfg") and cfg.optim_wrapper.get("clip_grad") is None
     warmup, steps = cfg.param_scheduler
     assert (warmup.type, warmup.end, warmup.start_factor) == ("LinearLR", 500, 0.001)
-    assert (steps.type, steps.milestones) == ("MultiStepLR", [8, 11])
-    assert cfg.train_cfg.max_epochs == 12 and cfg.train_dataloader.batch_size == 2  # x 8 GPUs
+    assert (steps.type, steps.milestones) == ("MultiStepLR", list(steps_at))
+    assert cfg.train_cfg.max_epochs == epochs and cfg.train_dataloader.batch_size == 2  # x 8 GPUs
     pipeline = cfg.train_dataloader.dataset.pipeline
     choice = next(t for t in pipeline if t.type == "RandomChoice")  # multi-scale 480-800 or resize-crop-resize
     assert len(choice.transforms) == 2 and choice.transforms[1][1].type == "RandomCrop"
     assert cfg.model.data_preprocessor.pad_size_divisor == 32
 
 
-@pytest.mark.parametrize("name, model, c, published", MASK_RCNN, ids=[r[0] for r in MASK_RCNN])
+def _schedule(name):
+    """(drop path, epochs, steps) of the official 1x / 3x configs."""
+    return (0.2, 36, (27, 33)) if "3x" in name else (0.1, 12, (8, 11))
+
+
+@pytest.mark.parametrize("name, model, c, published", MASK_RCNN + MASK_RCNN_3X,
+                         ids=[r[0] for r in MASK_RCNN + MASK_RCNN_3X])
 def test_mask_rcnn_recipe(name, model, c, published):
     cfg = _load(DET / name)
     assert published in (DET / name).read_text()
-    _check_backbone(cfg, model, 0.1, (0, 1, 2, 3))
+    drop_path, epochs, steps = _schedule(name)
+    _check_backbone(cfg, model, drop_path, (0, 1, 2, 3))
     assert cfg.model.neck.in_channels == [c, 2 * c, 4 * c, 8 * c]
-    _check_det_schedule(cfg)
+    _check_det_schedule(cfg, epochs, steps)
     assert any(t.type == "LoadAnnotations" and t.with_mask for t in cfg.train_dataloader.dataset.pipeline)
 
 
-@pytest.mark.parametrize("name, model, c, published", RETINANET, ids=[r[0] for r in RETINANET])
+@pytest.mark.parametrize("name, model, c, published", RETINANET + RETINANET_3X,
+                         ids=[r[0] for r in RETINANET + RETINANET_3X])
 def test_retinanet_recipe(name, model, c, published):
     cfg = _load(DET / name)
     assert published in (DET / name).read_text()
-    _check_backbone(cfg, model, 0.1, (1, 2, 3))
+    drop_path, epochs, steps = _schedule(name)
+    _check_backbone(cfg, model, drop_path, (1, 2, 3))
     neck = cfg.model.neck
     assert (neck.in_channels, neck.start_level, neck.add_extra_convs, neck.num_outs) == (
         [2 * c, 4 * c, 8 * c], 0, "on_input", 5)
-    _check_det_schedule(cfg)
+    _check_det_schedule(cfg, epochs, steps)
 
 
 @pytest.mark.parametrize("name, model, c, published", UPERNET, ids=[r[0] for r in UPERNET])

@@ -25,6 +25,11 @@ SEG = {  # single-scale, multi-scale interpolated, multi-scale extrapolated
     "s": ("52.2 mIoU", "52.5 mIoU", "52.8 mIoU"),
     "b": ("53.0 mIoU", "53.5 mIoU", "53.7 mIoU"),
 }
+# official DINO (detection/dino README): (levels, box AP); Mask2Former (segmentation/mask2former README): mIoU
+DINO = {("t", 4): "55.1 box AP", ("t", 5): "55.7 box AP", ("s", 5): "56.6 box AP", ("b", 5): "57.1 box AP"}
+M2F = {"t": "53.4 mIoU", "s": "54.1 mIoU", "b": "54.7 mIoU"}
+# drop path of the official DINO / Mask2Former backbones (transnext_native.py defaults)
+DENSE_DP = {"t": 0.3, "s": 0.5, "b": 0.6}
 NO_DECAY = ("query_embedding", "relative_pos_bias_local", "cpb", "temperature", "norm")
 
 
@@ -61,9 +66,110 @@ def _check_no_decay(cfg):
     assert custom == {k: dict(decay_mult=0.0) for k in NO_DECAY}
 
 
+def _dino_path(size, levels):
+    return CONFIGS / "det" / f"dino-{levels}scale_transnext-{size}_8xb2-12e_coco.py"
+
+
+def _m2f_path(size):
+    return CONFIGS / "seg" / f"mask2former_transnext-{size}_8xb2-160k_ade20k-512x512.py"
+
+
 def test_every_transnext_config_is_checked():
     found = {p.name for task in ("det", "seg") for p in (CONFIGS / task).glob("*transnext*.py")}
-    assert found == {_det_path(s).name for s in DET} | {_seg_path(s).name for s in SEG}
+    assert found == ({_det_path(s).name for s in DET} | {_seg_path(s).name for s in SEG}
+                     | {_dino_path(*k).name for k in DINO} | {_m2f_path(s).name for s in M2F})
+
+
+def _check_dense_optimizer(cfg, names):
+    """Official DINO / Mask2Former optimizer: backbone lr x0.1 except stage 4's downsample and norm; no decay on
+    1-D tensors, query embeddings, local position biases, CPB MLPs, temperatures (checked on real names)."""
+    from mmengine.optim import DefaultOptimWrapperConstructor
+
+    pw = cfg.optim_wrapper.paramwise_cfg
+    assert (pw.bias_decay_mult, pw.norm_decay_mult, pw.flat_decay_mult) == (0.0, 0.0, 0.0)
+    ctor = DefaultOptimWrapperConstructor(dict(cfg.optim_wrapper), pw)
+    keys = sorted(pw.custom_keys, key=lambda k: (-len(k), k))
+
+    def mults(name):  # mmengine: the longest custom key contained in the name wins
+        key = next((k for k in keys if k in name), None)
+        return None if key is None else (pw.custom_keys[key].get("lr_mult", 1.0),
+                                         pw.custom_keys[key].get("decay_mult", 1.0))
+
+    assert ctor.base_lr == 1e-4
+    for n in names:
+        got = mults(n)
+        if not n.startswith("backbone."):
+            assert got is None or got[0] == 1.0, n
+            continue
+        stage4 = ".stages.3.downsample." in n or ".stages.3.norm." in n
+        no_decay = n.endswith(".bias") and "learnable" not in n or any(
+            k in n for k in ("query_embedding", "relative_pos_bias_local", "cpb", "temperature", "norm"))
+        assert got == (1.0 if stage4 else 0.1, 0.0 if no_decay else 1.0), (n, got)
+
+
+def _tiny_param_names(cfg):
+    """Parameter names of the config's model with one block per stage (same naming as the full model)."""
+    from mmengine.registry import init_default_scope
+
+    cfg.model.backbone.model_kwargs = dict(cfg.model.backbone.model_kwargs, depths=(1, 1, 1, 1))
+    cfg.model.backbone.init_cfg = None
+    init_default_scope(cfg.default_scope)
+    if cfg.default_scope == "mmdet":
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    return [n for n, _ in MODELS.build(cfg.model).named_parameters()]
+
+
+@pytest.mark.parametrize("size, levels", list(DINO))
+def test_dino_recipe(size, levels):
+    path = _dino_path(size, levels)
+    cfg = _load(path)
+    assert DINO[(size, levels)] in _text(path)
+    name, _, channels = SIZES[size]
+    bb = cfg.model.backbone
+    assert bb.model_name == f"transnext_{name}" and bb.out_norms is False and bb.drop_path_rate == DENSE_DP[size]
+    assert bb.model_kwargs == dict(img_size=800, pretrain_size=224, pos_bias_mode="interpolate")
+    assert bb.init_cfg == dict(type="Pretrained", checkpoint=HF.format(name))
+    # 4-scale: stages 1..3 + 1 extra level; 5-scale: stages 0..3 + 1 extra (official `i >= 5 - scales`)
+    assert tuple(bb.out_indices) == tuple(range(5 - levels, 4))
+    assert cfg.model.neck.in_channels == channels[5 - levels:] and cfg.model.neck.num_outs == levels
+    assert cfg.model.num_feature_levels == levels
+    assert cfg.model.encoder.layer_cfg.self_attn_cfg.num_levels == levels
+    assert cfg.model.decoder.layer_cfg.cross_attn_cfg.num_levels == levels
+    opt = cfg.optim_wrapper
+    assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ("AdamW", 1e-4, 0.05)
+    assert opt.clip_grad == dict(max_norm=0.1, norm_type=2) and opt.accumulative_counts == 2
+    assert cfg.train_dataloader.batch_size == 1 and cfg.train_cfg.max_epochs == 12  # 8 GPUs x 1 x 2 steps
+    assert [s.milestones for s in cfg.param_scheduler] == [[11]]
+    assert (cfg.model.num_queries, cfg.model.dn_cfg.group_cfg.num_dn_queries) == (900, 100)
+    if (size, levels) == ("t", 5):
+        _check_dense_optimizer(cfg, _tiny_param_names(cfg))
+
+
+@pytest.mark.parametrize("size", list(M2F))
+def test_mask2former_recipe(size):
+    path = _m2f_path(size)
+    cfg = _load(path)
+    assert M2F[size] in _text(path)
+    name, _, channels = SIZES[size]
+    bb = cfg.model.backbone
+    assert bb.model_name == f"transnext_{name}" and bb.out_norms is False and bb.drop_path_rate == DENSE_DP[size]
+    assert tuple(bb.out_indices) == (0, 1, 2, 3)
+    assert bb.model_kwargs == dict(img_size=512, pretrain_size=224, pos_bias_mode="interpolate")
+    head = cfg.model.decode_head
+    assert (head.type, head.in_channels, head.num_classes, head.num_queries) == (
+        "Mask2FormerHead", channels, 150, 100)
+    opt = cfg.optim_wrapper
+    assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ("AdamW", 1e-4, 0.05)
+    assert opt.clip_grad == dict(max_norm=0.01, norm_type=2)
+    assert cfg.train_cfg.max_iters == 160000 and cfg.train_dataloader.batch_size == 2
+    embed = dict(lr_mult=1.0, decay_mult=0.0)
+    assert all(opt.paramwise_cfg.custom_keys[f"decode_head.{k}"] == embed
+               for k in ("query_embed", "query_feat", "level_embed"))
+    if size == "t":
+        names = _tiny_param_names(cfg)
+        _check_dense_optimizer(cfg, [n for n in names if n.startswith("backbone.")])
 
 
 @pytest.mark.parametrize("size", list(DET))

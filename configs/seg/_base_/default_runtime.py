@@ -5,3 +5,6 @@
 _base_ = 'mmseg::_base_/default_runtime.py'
 
 randomness = dict(seed=0, deterministic=False)
+# Official detector / segmentor checkpoints (load_from, tools/test.py CONFIG CHECKPOINT) are converted to the
+# model's layout and loaded strictly (backbones.mm.checkpoint); also added by backbones.mm.runner to any config.
+custom_hooks = [dict(type='DenseCheckpointLayoutHook')]

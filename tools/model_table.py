@@ -103,13 +103,18 @@ FAMILIES: dict[str, dict[str, str]] = {
     "halonet": dict(
         paper_name="Scaling Local Self-Attention for Parameter Efficient Visual Backbones",
         paper_ids="arXiv:2103.12731",
-        origin_url="https://github.com/huggingface/pytorch-image-models", license="apache-2.0",
+        origin_url="", license="apache-2.0",
         licence_source="timm's pretrained cfg", weights="trained by timm (GitHub release v0.1-attn-weights, hub)",
     ),
     "efficientvit_msra": dict(
         paper_name="EfficientViT: Memory Efficient Vision Transformer with Cascaded Group Attention",
         paper_ids="arXiv:2305.07027", origin_url="https://github.com/microsoft/Cream/tree/main/EfficientViT",
         license="mit", licence_source="timm's pretrained cfg", weights="GitHub release v1.0 of EfficientViT_Model_Zoo",
+    ),
+    "hybrid": dict(
+        paper_name="HybridNet: any registry mixer per stage (this repository; see docs/hybrids.md)", paper_ids="",
+        origin_url="", license="apache-2.0",
+        licence_source="this repository's setup.cfg", weights="no published weights",
     ),
 }
 

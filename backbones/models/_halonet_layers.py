@@ -151,11 +151,11 @@ class HaloNetStem(nn.Sequential):
         self.tap_chs = self[self.tap].conv.out_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, TOTAL_STRIDE, "HaloNet")
+        x = check_input(x, self.in_chans, TOTAL_STRIDE, "HaloNet")
         return super().forward(x)
 
     def forward_with_tap(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_input(x, self.in_chans, TOTAL_STRIDE, "HaloNet")
+        x = check_input(x, self.in_chans, TOTAL_STRIDE, "HaloNet")
         for i, module in enumerate(self):
             x = module(x)
             if i == self.tap:

@@ -388,7 +388,7 @@ class EfficientVitMsra(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        check_input(x, self.in_chans, _STEM_STRIDE, type(self).__name__)
+        x = check_input(x, self.in_chans, _STEM_STRIDE, type(self).__name__)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
         intermediates = []
@@ -416,7 +416,7 @@ class EfficientVitMsra(nn.Module):
         return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, _STEM_STRIDE, type(self).__name__)
+        x = check_input(x, self.in_chans, _STEM_STRIDE, type(self).__name__)
         x = self.patch_embed(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)

@@ -84,7 +84,7 @@ class Stem(nn.Module):
         self.norm = norm_layer(dim, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size, "LITv2")
+        x = check_input(x, self.in_chans, self.min_input_size, "LITv2")
         p = self.patch_size
         x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))  # as the official detection backbone
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/4, W/4, C)

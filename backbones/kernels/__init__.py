@@ -16,7 +16,7 @@ and the backward pass recomputes the attention from the saved log-sum-exp.
 Choice (:func:`select`), per call:
 
 * ``BACKBONES_KERNELS`` unset or ``auto``: Triton for CUDA tensors when Triton imports and the kernel supports the
-  call, PyTorch otherwise (CPU tensors, unsupported options, tracing / ``torch.compile``);
+  call, PyTorch otherwise (CPU tensors, unsupported options, ``torch.jit.trace`` and FX symbolic tracing);
 * ``BACKBONES_KERNELS=torch``: always PyTorch;
 * ``BACKBONES_KERNELS=triton``: always Triton, an error where it cannot run. CPU tensors run only under Triton's
   interpreter (``TRITON_INTERPRET=1`` set before the first kernel is imported): that is how the tests check the
@@ -24,6 +24,12 @@ Choice (:func:`select`), per call:
 
 The choice is visible: every block that dispatches records it in its ``last_kernel`` attribute ("torch" or
 "triton"), and each new (mixer, choice, reason) is logged once at DEBUG level on the ``backbones.kernels`` logger.
+
+Graph capture: :func:`select` is plain Python on constants for ``torch.compile`` / ``torch.export`` (no graph break,
+``fullgraph=True`` works), and ``auto`` takes the kernels on CUDA there as in eager mode. The choice is then made
+once, when the graph is traced:
+the environment variables are read at that time (they are not guards -- set them before compiling, or call
+``torch._dynamo.reset()`` after changing them), and the DEBUG line is written at trace time.
 """
 
 from __future__ import annotations
@@ -45,14 +51,19 @@ _logged: set[tuple[str, str, str]] = set()
 
 
 @functools.lru_cache(maxsize=1)
-def triton_available() -> bool:
-    """Whether ``import triton`` works (it ships with the CUDA builds of torch)."""
+def _import_triton() -> bool:
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
     except Exception:  # ImportError, or a broken install raising anything else at import
         return False
     return True
+
+
+@torch.compiler.assume_constant_result  # a fact of the install: a constant for dynamo, which traces no import
+def triton_available() -> bool:
+    """Whether ``import triton`` works (it ships with the CUDA builds of torch)."""
+    return _import_triton()
 
 
 def interpreter_enabled() -> bool:
@@ -68,11 +79,15 @@ def requested_backend() -> str:
     return value
 
 
-def _log(op: str, backend: str, reason: str) -> None:
+# Called by dynamo at trace time with constant arguments (its result taken as a constant): the log line is written
+# once per traced graph instead of a logger call in the graph, which dynamo refuses under fullgraph=True.
+@torch.compiler.assume_constant_result
+def _log(op: str, backend: str, reason: str) -> bool:
     key = (op, backend, reason)
     if key not in _logged:
         _logged.add(key)
         _logger.debug("%s: %s kernel (%s)", op, backend, reason)
+    return True
 
 
 def select(op: str, *tensors: Tensor, unsupported: str | None = None) -> str:
@@ -80,16 +95,26 @@ def select(op: str, *tensors: Tensor, unsupported: str | None = None) -> str:
 
     ``unsupported`` is the reason the Triton kernel cannot serve this call (an option or shape it lacks), or None;
     tensors of a dtype outside :data:`DTYPES` are unsupported too. With ``BACKBONES_KERNELS=triton`` an unsupported
-    call, a missing Triton or a CPU tensor without the interpreter raise a ``RuntimeError`` that says which.
+    call, a missing Triton, a CPU tensor without the interpreter or FX symbolic tracing raise a ``RuntimeError`` that
+    says which. Safe inside ``torch.compile(fullgraph=True)`` and ``torch.export``: only constants (devices, dtypes,
+    environment) decide, and under compilation ``auto`` takes the kernels on CUDA as in eager mode.
     """
-    if unsupported is None:
-        other = sorted({str(t.dtype) for t in tensors if t.dtype not in DTYPES})
-        if other:
-            unsupported = f"dtype {', '.join(other)} (the kernels take float32, float16 and bfloat16)"
     requested = requested_backend()
     if requested == "torch":
         _log(op, "torch", f"{ENV_VAR}=torch")
         return "torch"
+    if any(isinstance(t, torch.fx.Proxy) for t in tensors):  # FX symbolic tracing: no devices or dtypes to look at
+        if requested == "triton":
+            raise RuntimeError(
+                f"{op}: {ENV_VAR}=triton, but FX symbolic tracing cannot trace the Triton kernels (use "
+                "torch.compile or torch.export, which keep them in the graph)"
+            )
+        _log(op, "torch", "auto, FX symbolic tracing")
+        return "torch"
+    if unsupported is None:
+        other = sorted({str(t.dtype) for t in tensors if t.dtype not in DTYPES})
+        if other:
+            unsupported = f"dtype {', '.join(other)} (the kernels take float32, float16 and bfloat16)"
     devices = {t.device.type for t in tensors}
     on_cuda = devices == {"cuda"}
     interpreted = devices == {"cpu"} and interpreter_enabled()
@@ -111,8 +136,8 @@ def select(op: str, *tensors: Tensor, unsupported: str | None = None) -> str:
     # auto
     if not on_cuda:
         reason = "not CUDA tensors"
-    elif torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        reason = "tracing / compiling"
+    elif torch.jit.is_tracing() or torch.jit.is_scripting():
+        reason = "torch.jit tracing / scripting"
     elif not triton_available():
         reason = "Triton not importable"
     elif unsupported:

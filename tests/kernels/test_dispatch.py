@@ -112,3 +112,99 @@ def test_auto_uses_triton_for_cuda_tensors(monkeypatch):
     expected = "triton" if kernels.triton_available() else "torch"
     assert kernels.select("Op", x) == expected
     assert kernels.select("Op", x, unsupported="something") == "torch"
+
+
+# --- inside torch.compile(fullgraph=True): the choice must not break the graph -----------------------------------
+
+
+def _blocks():
+    from backbones.blocks import AggregatedAttention, BiLevelRoutingAttention, HaloAttention
+
+    # odd sizes: padding, partial regions / windows and masked keys
+    return {
+        "BiLevelRoutingAttention": (BiLevelRoutingAttention(16, num_heads=2, num_regions=3, topk=2), (2, 13, 11, 16)),
+        "AggregatedAttention": (AggregatedAttention(16, num_heads=2, pool_ratio=4), (2, 13, 11, 16)),
+        "HaloAttention": (HaloAttention(16, num_heads=2, block_size=4, halo_size=1), (2, 16, 13, 11)),
+    }
+
+
+def _naive_select(requested: str, device: str) -> str:
+    """The documented auto / forced choice for one float32 call (no unsupported option)."""
+    if requested == "torch":
+        return "torch"
+    if requested == "triton":
+        return "triton"
+    return "triton" if device == "cuda" and kernels.triton_available() else "torch"
+
+
+@pytest.mark.parametrize("name", ["BiLevelRoutingAttention", "AggregatedAttention", "HaloAttention"])
+def test_block_compiles_fullgraph_and_matches_eager(name, monkeypatch, caplog):
+    import torch._dynamo
+
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+    monkeypatch.setattr(kernels, "_logged", set())
+    torch._dynamo.reset()
+    block, shape = _blocks()[name]
+    block.eval()
+    x = torch.randn(shape)
+    compiled = torch.compile(block, fullgraph=True, backend="eager")  # fullgraph: any graph break is an error
+    with torch.no_grad(), caplog.at_level(logging.DEBUG, logger="backbones.kernels"):
+        out = compiled(x)
+        assert block.last_kernel == "torch"  # the attribute is still set by a compiled call
+        block.last_kernel = None
+        expected = block(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # logged once (at trace time, and not again by the eager call with the same choice)
+    records = [r for r in caplog.records if r.getMessage().startswith(f"{name}: torch kernel")]
+    assert len(records) == 1 and "not CUDA" in records[0].getMessage()
+
+
+@pytest.mark.parametrize("name", ["AggregatedAttention", "HaloAttention"])
+def test_block_compiles_fullgraph_with_gradients(name, monkeypatch):
+    import torch._dynamo
+
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+    torch._dynamo.reset()
+    block, shape = _blocks()[name]
+    x = torch.randn(shape, requires_grad=True)
+    compiled = torch.compile(block, fullgraph=True, backend="eager")
+    out = compiled(x)
+    (grad_c,) = torch.autograd.grad(out.square().sum(), x)
+    out_e = block(x)
+    (grad_e,) = torch.autograd.grad(out_e.square().sum(), x)
+    torch.testing.assert_close(out, out_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_c, grad_e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("requested", ["auto", "torch", "triton"])
+def test_select_inside_compile_is_the_eager_choice(monkeypatch, requested):
+    import torch._dynamo
+
+    monkeypatch.setenv(kernels.ENV_VAR, requested)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # forced Triton on CPU tensors needs the interpreter
+    torch._dynamo.reset()
+    seen = []
+
+    def f(x):
+        choice = kernels.select("CompiledOp", x)
+        seen.append(choice)  # a Python side effect at trace time
+        return x + 1 if choice == "triton" else x - 1
+
+    x = torch.zeros(3)
+    out = torch.compile(f, fullgraph=True, backend="eager")(x)
+    expected = _naive_select(requested, "cpu")
+    assert seen == [expected]
+    torch.testing.assert_close(out, x + 1 if expected == "triton" else x - 1)
+
+
+def test_select_under_fx_symbolic_tracing(monkeypatch):
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+
+    def f(x):
+        return x + 1 if kernels.select("FxOp", x) == "triton" else x - 1
+
+    gm = torch.fx.symbolic_trace(f)
+    torch.testing.assert_close(gm(torch.zeros(2)), torch.full((2,), -1.0))
+    monkeypatch.setenv(kernels.ENV_VAR, "triton")
+    with pytest.raises(RuntimeError, match="FxOp: BACKBONES_KERNELS=triton, but FX symbolic tracing"):
+        torch.fx.symbolic_trace(f)

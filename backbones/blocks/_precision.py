@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-__all__ = ["autocast_enabled", "autocast_off"]
+__all__ = ["autocast_enabled", "autocast_off", "autocast_on_for"]
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -22,3 +22,11 @@ def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     if autocast_enabled(device_type):
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def autocast_on_for(x: torch.Tensor) -> bool:
+    """True when autocast is on for the device of ``x``; False under TorchScript (which does not autocast)."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return autocast_enabled(x.device.type)

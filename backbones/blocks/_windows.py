@@ -12,10 +12,24 @@ Layout is channels-last: maps are (B, H, W, C). With window (wh, ww) and H, W mu
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import Tensor
 
-__all__ = ["pad_to_multiple", "window_partition", "window_reverse", "to_2tuple_int"]
+__all__ = ["is_compiling", "pad_to_multiple", "window_partition", "window_reverse", "to_2tuple_int"]
+
+
+def is_compiling() -> bool:
+    """Whether torch.compile / torch.export is tracing this call (False in eager mode and under TorchScript).
+
+    Size-dependent shortcuts (skip a zero pad, skip a full-size crop) are taken only when this is False: under
+    tracing they would make the graph depend on the example size (a guard, or a failed dynamic-shape export).
+    """
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return torch.compiler.is_compiling()
 
 
 def to_2tuple_int(value: int | tuple[int, int], name: str = "window_size") -> tuple[int, int]:
@@ -26,6 +40,7 @@ def to_2tuple_int(value: int | tuple[int, int], name: str = "window_size") -> tu
     return pair
 
 
+@register_notrace_function  # reason: the no-padding shortcut is control flow on the input size
 def pad_to_multiple(x: Tensor, multiple: int | tuple[int, int], channels_last: bool = True) -> Tensor:
     """Zero-pad the spatial dims of ``x`` on the right/bottom up to multiples of ``multiple`` (h, w).
 
@@ -34,12 +49,21 @@ def pad_to_multiple(x: Tensor, multiple: int | tuple[int, int], channels_last: b
         multiple: int or (mh, mw).
         channels_last: layout of ``x``.
     Returns:
-        ``x`` itself when no padding is needed, else the padded copy.
+        ``x`` itself when no padding is needed (eager), else the padded copy. Under torch.compile / torch.export
+        the pad is always taken (a zero pad is a copy), so the graph holds no branch on the input size and one
+        program serves every size.
     """
-    mh, mw = to_2tuple_int(multiple, "multiple")
+    if torch.jit.is_scripting():
+        if isinstance(multiple, int):
+            mh, mw = multiple, multiple
+        else:
+            mh, mw = multiple
+    else:
+        mh, mw = to_2tuple_int(multiple, "multiple")
     h, w = (x.shape[-3], x.shape[-2]) if channels_last else (x.shape[-2], x.shape[-1])
-    pad_h, pad_w = (-h) % mh, (-w) % mw
-    if pad_h == 0 and pad_w == 0:
+    # ceil(h / m) * m - h written with one floor division: a form symbolic shapes simplify (torch.export)
+    pad_h, pad_w = (h + mh - 1) // mh * mh - h, (w + mw - 1) // mw * mw - w
+    if not is_compiling() and pad_h == 0 and pad_w == 0:
         return x
     if channels_last:
         return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
@@ -48,7 +72,7 @@ def pad_to_multiple(x: Tensor, multiple: int | tuple[int, int], channels_last: b
 
 def window_partition(x: Tensor, window_size: tuple[int, int]) -> Tensor:
     """(B, H, W, C) with H, W multiples of the window -> (B * nWh * nWw, wh * ww, C)."""
-    b, h, w, c = x.shape
+    b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     wh, ww = window_size
     x = x.view(b, h // wh, wh, w // ww, ww, c)  # (B, nWh, wh, nWw, ww, C)
     return x.transpose(2, 3).reshape(-1, wh * ww, c)

@@ -38,14 +38,17 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal, NamedTuple
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..kernels import select
+from ._checks import check_shape
 
 __all__ = ["AggregatedAttention", "LengthScaledAttention", "PosBiasMode", "cpb_coords"]
 
@@ -264,6 +267,14 @@ class _NeighbourhoodAggregate(torch.autograd.Function):
         return grad_w, grad_v, None
 
 
+def _aggregated_kernel(*args: Any) -> Tensor:
+    """:func:`backbones.kernels.aggregated_attention.aggregated_attention`, imported on first use (that module
+    imports Triton); a function of its own because TorchScript refuses import statements in a scripted method."""
+    from ..kernels.aggregated_attention import aggregated_attention
+
+    return aggregated_attention(*args)
+
+
 def _aggregate_torch(
     q_scaled: Tensor,
     k: Tensor,
@@ -274,7 +285,7 @@ def _aggregate_torch(
     rel_local: Tensor,
     w_add: Tensor,
     ws: int,
-    attn_drop: nn.Module,
+    attn_drop: Callable[[Tensor], Tensor],
     w_add_bias: Tensor | None = None,
 ) -> Tensor:
     """PyTorch path of the attention core: (B, H, W, heads, hd) from the prepared inputs (see the module doc).
@@ -309,6 +320,29 @@ def _aggregate_torch(
     out_pool = torch.matmul(exp_pool, v_pool.to(exp_pool.dtype))  # (B, heads, N, hd)
     out_pool = out_pool.transpose(1, 2).view(b, height, width, heads, hd) * inv_denom.unsqueeze(-1)
     return out + out_pool
+
+
+def _cpb_position_bias(
+    attn: nn.Module, query: tuple[int, int], key: tuple[int, int], ref_key: tuple[int, int] | None
+) -> Tensor:
+    """(heads, Hq * Wq, Hk * Wk) continuous relative position bias of ``attn`` for a query grid and a key grid.
+
+    A function, not a method: TorchScript calls ``position_bias`` in Python with the scripted module as ``self``,
+    which carries only the scripted methods.
+    """
+    interpolate = attn.pos_bias_mode == "interpolate"
+    plan = _bias_plan(
+        query,
+        key,
+        attn.pretrain_grid,
+        attn.pos_bias_grid if interpolate else None,
+        ref_key if interpolate else None,
+        attn.cpb_fc1.weight.device,
+    )
+    table = plan.table.to(attn.cpb_fc1.weight.dtype)
+    fc1, fc2 = attn.cpb_fc1, attn.cpb_fc2  # (F.linear: a scripted submodule is not callable from Python here)
+    values = F.linear(F.relu(F.linear(table, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)  # (Uh * Uw, heads)
+    return _gather_bias(values.t().reshape(attn.num_heads, *plan.shape), plan)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,21 +384,6 @@ class _CosineAttentionBase(nn.Module):
         self.cpb_fc1 = nn.Linear(2, _CPB_HIDDEN, **dd)
         self.cpb_fc2 = nn.Linear(_CPB_HIDDEN, self.num_heads, **dd)
 
-    def _position_bias(self, query: tuple[int, int], key: tuple[int, int], ref_key: tuple[int, int] | None) -> Tensor:
-        """(heads, Hq * Wq, Hk * Wk) continuous relative position bias for a query grid and a key grid."""
-        interpolate = self.pos_bias_mode == "interpolate"
-        plan = _bias_plan(
-            query,
-            key,
-            self.pretrain_grid,
-            self.pos_bias_grid if interpolate else None,
-            ref_key if interpolate else None,
-            self.cpb_fc1.weight.device,
-        )
-        table = plan.table.to(self.cpb_fc1.weight.dtype)
-        values = self.cpb_fc2(F.relu(self.cpb_fc1(table)))  # (Uh * Uw, heads)
-        return _gather_bias(values.t().reshape(self.num_heads, *plan.shape), plan)
-
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, num_heads={self.num_heads}, pretrain_grid={self.pretrain_grid}, "
@@ -372,11 +391,7 @@ class _CosineAttentionBase(nn.Module):
         )
 
 
-def _check_map(x: Tensor, dim: int, name: str) -> None:
-    if x.ndim != 4 or x.shape[-1] != dim:
-        raise ValueError(f"{name}: expected x of shape (B, H, W, {dim}), got {tuple(x.shape)}")
-
-
+@register_notrace_module  # reason: the position-bias plan and length scale are computed from the input size
 class AggregatedAttention(_CosineAttentionBase):
     """Neighbourhood + pooled-map attention under one softmax (see the module docstring for the math).
 
@@ -459,23 +474,43 @@ class AggregatedAttention(_CosineAttentionBase):
             return self.fixed_pool_size
         return max(1, height // self.pool_ratio), max(1, width // self.pool_ratio)
 
-    def position_bias(self, height: int, width: int) -> Tensor:
+    @torch.jit.ignore  # TorchScript calls it in Python: the plan is cached geometry
+    def position_bias(self, height, width):
+        # type: (int, int) -> Tensor
+        # (a type comment: TorchScript cannot read postponed annotations of an ignored method)
         """(heads, H * W, Hp * Wp) bias of the pooled keys for an H x W map."""
         ref_key = None
         if self.pos_bias_mode == "interpolate":
             ref_key = self.pool_size(*self.pos_bias_grid)
-        return self._position_bias((height, width), self.pool_size(height, width), ref_key)
+        return _cpb_position_bias(self, (height, width), self.pool_size(height, width), ref_key)
+
+    @torch.jit.ignore  # TorchScript calls it in Python (cached geometry)
+    def length_scale(self, height, width, num_pooled, like):
+        # type: (int, int, int, Tensor) -> Tensor
+        """(H, W, 1, 1) ln(in-map window positions + pooled keys) per pixel, float64, on the device of ``like``."""
+        return _length_scale(height, width, self.window_size, num_pooled, like.device)
+
+    @torch.jit.ignore  # TorchScript calls it in Python (autograd functions over shifted views)
+    def _attend_torch(self, q_scaled, k, v, k_pool, v_pool, pos_bias, tokens, token_bias):
+        # type: (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) -> Tensor
+        args = (q_scaled, k, v, k_pool, v_pool, pos_bias, self.relative_pos_bias_local)
+        p, training = self.attn_drop.p, self.training  # (a scripted submodule is not callable from Python here)
+
+        def attn_drop(t: Tensor) -> Tensor:
+            return F.dropout(t, p, training)
+
+        return _aggregate_torch(*args, tokens, self.window_size, attn_drop=attn_drop, w_add_bias=token_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_map(x, self.dim, "AggregatedAttention")
-        b, height, width, c = x.shape
+        x = check_shape(x, 4, self.dim, -1, f"AggregatedAttention: expected x of shape (B, H, W, {self.dim})")
+        b, height, width, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         heads, hd, ws = self.num_heads, self.head_dim, self.window_size
         pool_h, pool_w = self.pool_size(height, width)
         num_pooled = pool_h * pool_w
 
         # Queries: normalised, plus the query embedding, times the per-pixel length scale and temperature.
         q_norm = F.normalize(self.q(x).view(b, height, width, heads, hd), dim=-1)
-        length = _length_scale(height, width, ws, num_pooled, x.device).to(q_norm.dtype)  # (H, W, 1, 1)
+        length = self.length_scale(height, width, num_pooled, x).to(q_norm.dtype)  # (H, W, 1, 1)
         scale = F.softplus(self.temperature).view(heads, 1).to(q_norm.dtype) * length  # (H, W, heads, 1)
         q_scaled = (q_norm + self.query_embedding.view(heads, hd)) * scale
         k, v = self.kv(x).view(b, height, width, 2, heads, hd).unbind(3)
@@ -486,7 +521,8 @@ class AggregatedAttention(_CosineAttentionBase):
         pooled = self.pool_act(F.linear(x, self.pool_proj.weight.flatten(1), self.pool_proj.bias))
         pooled = F.adaptive_avg_pool2d(pooled.permute(0, 3, 1, 2), (pool_h, pool_w))
         pooled = pooled.flatten(2).transpose(1, 2)  # (B, Hp * Wp, C)
-        k_pool, v_pool = self.kv(self.pool_norm(pooled)).view(b, num_pooled, 2, heads, hd).permute(2, 0, 3, 1, 4)
+        kv_pool = self.kv(self.pool_norm(pooled)).view(b, num_pooled, 2, heads, hd)
+        k_pool, v_pool = kv_pool.permute(2, 0, 3, 1, 4).unbind(0)
         k_pool = F.normalize(k_pool, dim=-1)  # (B, heads, Hp * Wp, hd)
 
         pos_bias = self.position_bias(height, width)  # (heads, N, Hp * Wp)
@@ -494,20 +530,21 @@ class AggregatedAttention(_CosineAttentionBase):
         tokens = torch.einsum("bijhd,hdz->bijhz", q_norm, self.learnable_tokens.to(q_norm.dtype))
         token_bias = self.learnable_bias.view(heads, ws * ws).to(tokens.dtype)
 
-        drop = self.training and self.attn_drop.p > 0
-        unsupported = f"attn_drop={self.attn_drop.p} in training mode" if drop else None
-        backend = select("AggregatedAttention", q_scaled, unsupported=unsupported)
-        self.last_kernel = backend
-        args = (q_scaled, k, v, k_pool, v_pool, pos_bias, self.relative_pos_bias_local)
-        if backend == "triton":
-            from ..kernels.aggregated_attention import aggregated_attention
-
-            if torch.is_autocast_enabled(x.device.type):  # F.normalize promotes to fp32; the kernel follows q's dtype
-                amp_dtype = torch.get_autocast_dtype(x.device.type)
-                args = (q_scaled.to(amp_dtype),) + args[1:]
-            out = aggregated_attention(*args, tokens + token_bias, ws)
+        if torch.jit.is_scripting():  # TorchScript: the PyTorch path
+            out = self._attend_torch(q_scaled, k, v, k_pool, v_pool, pos_bias, tokens, token_bias)
         else:
-            out = _aggregate_torch(*args, tokens, ws, attn_drop=self.attn_drop, w_add_bias=token_bias)
+            drop = self.training and self.attn_drop.p > 0
+            unsupported = f"attn_drop={self.attn_drop.p} in training mode" if drop else None
+            backend = select("AggregatedAttention", q_scaled, unsupported=unsupported)
+            self.last_kernel = backend
+            args = (q_scaled, k, v, k_pool, v_pool, pos_bias, self.relative_pos_bias_local)
+            if backend == "triton":
+                if torch.is_autocast_enabled(x.device.type):  # F.normalize promotes to fp32; the kernel follows q
+                    amp_dtype = torch.get_autocast_dtype(x.device.type)
+                    args = (q_scaled.to(amp_dtype),) + args[1:]
+                out = _aggregated_kernel(*args, tokens + token_bias, ws)
+            else:
+                out = self._attend_torch(q_scaled, k, v, k_pool, v_pool, pos_bias, tokens, token_bias)
         out = out.reshape(b, height, width, c)
         return self.proj_drop(self.proj(out))
 
@@ -518,6 +555,7 @@ class AggregatedAttention(_CosineAttentionBase):
         )
 
 
+@register_notrace_module  # reason: the position-bias plan is computed from the input size
 class LengthScaledAttention(_CosineAttentionBase):
     """Cosine attention over all tokens with query embedding, ln(N) length scale and CPB (TransNeXt stage 4).
 
@@ -551,13 +589,15 @@ class LengthScaledAttention(_CosineAttentionBase):
         nn.init.trunc_normal_(self.query_embedding, std=0.02)
         self.temperature.fill_(_inverse_softplus(_TEMPERATURE_INIT))
 
-    def position_bias(self, height: int, width: int) -> Tensor:
+    @torch.jit.ignore  # TorchScript calls it in Python (cached geometry)
+    def position_bias(self, height, width):
+        # type: (int, int) -> Tensor
         """(heads, N, N) bias for an H x W map."""
-        return self._position_bias((height, width), (height, width), self.pos_bias_grid)
+        return _cpb_position_bias(self, (height, width), (height, width), self.pos_bias_grid)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_map(x, self.dim, "LengthScaledAttention")
-        b, height, width, c = x.shape
+        x = check_shape(x, 4, self.dim, -1, f"LengthScaledAttention: expected x of shape (B, H, W, {self.dim})")
+        b, height, width, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         n = height * width
         # qkv output channels are [q | k | v], each head-major (official layout).
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)

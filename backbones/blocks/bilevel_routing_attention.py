@@ -49,15 +49,18 @@ Shapes: input and output (B, H, W, C), channels-last, any H, W >= 1. State-dict 
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..kernels import select
+from ._checks import check_shape
 from ._precision import autocast_off
+from ._windows import is_compiling
 
 __all__ = ["BiLevelRoutingAttention", "KV_DOWNSAMPLE_MODES"]
 
@@ -66,7 +69,7 @@ KV_DOWNSAMPLE_MODES = ("identity", "avgpool", "maxpool", "ada_avgpool", "ada_max
 
 def _partition(x: Tensor, num_regions: int) -> Tensor:
     """(B, S*h, S*w, C) -> (B, S*S, h*w, C): regions row-major, tokens row-major inside a region."""
-    b, hp, wp, c = x.shape
+    b, hp, wp, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     s = num_regions
     x = x.reshape(b, s, hp // s, s, wp // s, c).transpose(2, 3)  # (B, S, S, h, w, C)
     return x.reshape(b, s * s, (hp // s) * (wp // s), c)
@@ -74,7 +77,7 @@ def _partition(x: Tensor, num_regions: int) -> Tensor:
 
 def _merge(x: Tensor, num_regions: int, h: int, w: int) -> Tensor:
     """(B, S*S, h*w, C) -> (B, S*h, S*w, C), the inverse of :func:`_partition`."""
-    b, _, _, c = x.shape
+    b, c = x.shape[0], x.shape[3]
     s = num_regions
     return x.reshape(b, s, s, h, w, c).transpose(2, 3).reshape(b, s * h, s * w, c)
 
@@ -85,15 +88,18 @@ def _merge(x: Tensor, num_regions: int, h: int, w: int) -> Tensor:
 _CPU_CHUNK_BYTES = 4 * 2**20
 
 
-def _chunk_size(device: torch.device, bytes_per_region: int, num_regions: int) -> int:
+def _chunk_size(
+    device: torch.device, bytes_per_region: int, num_regions: int, chunk_bytes: int = _CPU_CHUNK_BYTES
+) -> int:
+    # (the budget is a default argument: TorchScript reads no module-level ints)
     if device.type != "cpu":
         return num_regions
-    return max(1, min(num_regions, _CPU_CHUNK_BYTES // max(1, bytes_per_region)))
+    return max(1, min(num_regions, chunk_bytes // max(1, bytes_per_region)))
 
 
 def _attend(q: Tensor, kv: Tensor, mask: Tensor | None, heads: int, qk_dim: int, scale: float) -> Tensor:
     """Multi-head attention of q (N, n, qk) over gathered kv (N, K, qk + C) -> (N, n, C)."""
-    nb, n, _ = q.shape
+    nb, n = q.shape[0], q.shape[1]
     c = kv.shape[-1] - qk_dim
     out = F.scaled_dot_product_attention(
         q.view(nb, n, heads, -1).transpose(1, 2),  # strided views: no copies into head layout
@@ -116,9 +122,18 @@ def _gather(kv_rows: Tensor, rows: Tensor, weight: Tensor | None, width: int) ->
     return kv.view(rows.shape[0], -1, width)
 
 
-def _routed_attention_chunks(q, kv, rows, mask, weight, heads, qk_dim, scale) -> Tensor:
+def _routed_attention_chunks(
+    q: Tensor,
+    kv: Tensor,
+    rows: Tensor,
+    mask: Tensor | None,
+    weight: Tensor | None,
+    heads: int,
+    qk_dim: int,
+    scale: float,
+) -> Tensor:
     """q (N, n, qk), kv (N, n_kv, qk + C), rows (N, topk) -> (N, n, C), chunk by chunk; plain autograd."""
-    nb, n_kv, width = kv.shape
+    nb, n_kv, width = kv.shape[0], kv.shape[1], kv.shape[2]
     kv_rows = kv.reshape(nb, n_kv * width)
     step = _chunk_size(q.device, rows.shape[1] * n_kv * width * kv.element_size(), nb)
     outs = []
@@ -127,6 +142,14 @@ def _routed_attention_chunks(q, kv, rows, mask, weight, heads, qk_dim, scale) ->
         kv_c = _gather(kv_rows, rows[s:e], None if weight is None else weight[s:e], width)
         outs.append(_attend(q[s:e], kv_c, None if mask is None else mask[s:e], heads, qk_dim, scale))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _routed_kernel(*args: Any, **kwargs: Any) -> Tensor:
+    """:func:`backbones.kernels.routed_attention.routed_attention`, imported on first use (that module imports
+    Triton); a function of its own because TorchScript refuses import statements anywhere in a scripted method."""
+    from ..kernels.routed_attention import routed_attention
+
+    return routed_attention(*args, **kwargs)
 
 
 class _RoutedAttention(torch.autograd.Function):
@@ -162,6 +185,7 @@ class _RoutedAttention(torch.autograd.Function):
         return grad_q, grad_kv.view_as(kv).to(kv.dtype), None, None, None, None, None
 
 
+@register_notrace_module  # reason: the padding, the masks and the kernel choice depend on the input size
 class BiLevelRoutingAttention(nn.Module):
     """Bi-level routing attention over a channels-last map (see the module docstring for the math).
 
@@ -246,26 +270,26 @@ class BiLevelRoutingAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, **dd) if proj_out else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"BiLevelRoutingAttention: expected x of shape (B, H, W, {self.dim}), got {tuple(x.shape)}"
-            )
-        b, hgt, wid, _ = x.shape
+        x = check_shape(x, 4, self.dim, -1, f"BiLevelRoutingAttention: expected x of shape (B, H, W, {self.dim})")
+        b, hgt, wid = x.shape[0], x.shape[1], x.shape[2]
         s, m, qk = self.num_regions, self.num_heads, self.qk_dim
-        rh, rw = math.ceil(hgt / s), math.ceil(wid / s)  # region size
+        rh, rw = (hgt + s - 1) // s, (wid + s - 1) // s  # region size, ceil(H / S) x ceil(W / S)
         pad_b, pad_r = rh * s - hgt, rw * s - wid
-        if pad_b or pad_r:  # zeros before the projection (official): padded q/k/v are the bias, masked or not
+        # Under torch.compile / export the padded path is always taken (it equals the unpadded one when nothing is
+        # padded), so one graph serves every size.
+        padded = is_compiling() or pad_b > 0 or pad_r > 0
+        if padded:  # zeros before the projection (official): padded q/k/v are the bias, masked or not
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         x = _partition(x, s)  # (B, S^2, n, C), n = rh * rw
-        token_valid = None
-        if self.mask_padding and (pad_b or pad_r):
+        token_valid: Tensor | None = None
+        if self.mask_padding and padded:
             token_valid = self._token_valid(hgt, wid, rh, rw, x.device)  # (S^2, n)
         index, weight = self._route(x, token_valid)  # (B, S^2, topk)
 
         w, bias = self.qkv.weight, self.qkv.bias
         q = F.linear(x, w[:qk], None if bias is None else bias[:qk])  # (B, S^2, n, qk)
         kv = F.linear(x, w[qk:], None if bias is None else bias[qk:])  # (B, S^2, n, qk + C): one row per region
-        lepe = None
+        lepe: Tensor | None = None
         if self.lepe is not None:
             v_map = _merge(kv[..., qk:], s, rh, rw)  # (B, Hp, Wp, C)
             if token_valid is not None:  # the conv's own zero padding at the real border, as without padding
@@ -273,34 +297,36 @@ class BiLevelRoutingAttention(nn.Module):
             lepe = self.lepe(v_map.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)[:, :hgt, :wid]
 
         key_valid = token_valid
-        if self.kv_downsample_mode != "identity":
+        if torch.jit.is_scripting():
+            if self.kv_downsample_mode != "identity":
+                raise RuntimeError("BiLevelRoutingAttention: TorchScript supports kv_downsample_mode='identity' only")
+        elif self.kv_downsample_mode != "identity":
             kv, key_valid = self._downsample_kv(kv, token_valid, rh, rw)
         n_q, n_kv = rh * rw, kv.shape[2]
         rows = (torch.arange(b, device=x.device).view(b, 1, 1) * s * s + index).view(b * s * s, -1)
         q, kv = q.reshape(b * s * s, n_q, qk), kv.reshape(b * s * s, n_kv, -1)
-        backend = select("BiLevelRoutingAttention", q, kv)
-        self.last_kernel = backend
-        if backend == "triton":
-            from ..kernels.routed_attention import routed_attention
-
-            key_mask = None if key_valid is None else key_valid.repeat(b, 1)  # (B*S^2, n_kv), per key region
-            wts = None if weight is None else weight.reshape(b * s * s, -1)
-            out = routed_attention(q, kv, rows, key_mask, m, qk, self.scale, weight=wts)  # (B*S^2, n, C)
+        mask: Tensor | None = None
+        if key_valid is not None:  # (B*S^2, 1, 1, topk * n_kv): one row per query region, heads broadcast
+            mask = key_valid[index].view(b * s * s, 1, 1, -1)
+        wts = None if weight is None else weight.reshape(b * s * s, -1)
+        if torch.jit.is_scripting():  # TorchScript: the PyTorch path with plain autograd
+            out = _routed_attention_chunks(q, kv, rows, mask, wts, m, qk, self.scale)
         else:
-            mask = None
-            if key_valid is not None:  # (B*S^2, 1, 1, topk * n_kv): one row per query region, heads broadcast
-                mask = key_valid[index].view(b * s * s, 1, 1, -1)
-            if weight is None and torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad):
+            backend = select("BiLevelRoutingAttention", q, kv)
+            self.last_kernel = backend
+            if backend == "triton":
+                key_mask = None if key_valid is None else key_valid.repeat(b, 1)  # (B*S^2, n_kv), per key region
+                out = _routed_kernel(q, kv, rows, key_mask, m, qk, self.scale, weight=wts)  # (B*S^2, n, C)
+            elif weight is None and torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad):
                 out = _RoutedAttention.apply(q, kv, rows, mask, m, qk, self.scale)
             else:
-                wts = None if weight is None else weight.reshape(b * s * s, -1)
                 out = _routed_attention_chunks(q, kv, rows, mask, wts, m, qk, self.scale)  # (B*S^2, n, C)
         out = _merge(out.view(b, s * s, n_q, self.dim), s, rh, rw)[:, :hgt, :wid]
         if lepe is not None:
             out = out + lepe
         return self.proj(out)
 
-    def _token_valid(self, hgt: int, wid: int, rh: int, rw: int, device) -> Tensor:
+    def _token_valid(self, hgt: int, wid: int, rh: int, rw: int, device: torch.device) -> Tensor:
         """(S^2, rh * rw) bool: which token of each region lies inside the unpadded map."""
         s = self.num_regions
         rows = torch.arange(s * rh, device=device) < hgt
@@ -320,20 +346,33 @@ class BiLevelRoutingAttention(nn.Module):
         else:
             x_r = x_sum / token_valid.sum(1, keepdim=True).clamp(min=1).to(x.dtype)
         qk = self.qk_dim
-        w, bias = self.qkv.weight[: 2 * qk], None if self.qkv.bias is None else self.qkv.bias[: 2 * qk]
+        w, bias = self.qkv.weight[: 2 * qk], self.qkv.bias
+        if bias is not None:
+            bias = bias[: 2 * qk]
         if not self.routing_grad:
-            x_r, w, bias = x_r.detach(), w.detach(), None if bias is None else bias.detach()
-        with autocast_off(x.device.type):  # a low-precision affinity would tie often and route differently
-            dtype = torch.promote_types(x_r.dtype, w.dtype)
-            q_r, k_r = F.linear(x_r.to(dtype), w.to(dtype), None if bias is None else bias.to(dtype)).split(qk, -1)
-            q_r, k_r = self.routing_proj(q_r), self.routing_proj(k_r)  # (B, S^2, qk) each
-            logits = (q_r * self.scale) @ k_r.transpose(-2, -1)  # (B, S^2, S^2)
-            if token_valid is not None:
-                logits = logits.masked_fill(~token_valid.any(1), float("-inf"))  # regions without a real token last
-            # A stable sort makes ties deterministic (lower region index first); torch.topk leaves them unspecified.
-            top, index = torch.sort(logits, dim=-1, descending=True, stable=True)
-            top, index = top[..., : self.topk], index[..., : self.topk]
-            weight = torch.softmax(top, dim=-1) if self.routing_weight else None
+            x_r, w = x_r.detach(), w.detach()
+            if bias is not None:
+                bias = bias.detach()
+        if torch.jit.is_scripting():  # TorchScript does not autocast
+            return self._route_top(x_r, w, bias, token_valid)
+        else:
+            with autocast_off(x.device.type):  # a low-precision affinity would tie often and route differently
+                return self._route_top(x_r, w, bias, token_valid)
+
+    def _route_top(
+        self, x_r: Tensor, w: Tensor, bias: Tensor | None, token_valid: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        qk = self.qk_dim
+        dtype = torch.promote_types(x_r.dtype, w.dtype)
+        q_r, k_r = F.linear(x_r.to(dtype), w.to(dtype), None if bias is None else bias.to(dtype)).split(qk, -1)
+        q_r, k_r = self.routing_proj(q_r), self.routing_proj(k_r)  # (B, S^2, qk) each
+        logits = (q_r * self.scale) @ k_r.transpose(-2, -1)  # (B, S^2, S^2)
+        if token_valid is not None:
+            logits = logits.masked_fill(~token_valid.any(1), float("-inf"))  # regions without a real token last
+        # A stable sort makes ties deterministic (lower region index first); torch.topk leaves them unspecified.
+        top, index = torch.sort(logits, dim=-1, descending=True, stable=True)
+        top, index = top[..., : self.topk], index[..., : self.topk]
+        weight = torch.softmax(top, dim=-1) if self.routing_weight else None
         return index, weight
 
     def _downsample_kv(self, kv: Tensor, token_valid: Tensor | None, rh: int, rw: int) -> tuple[Tensor, Tensor | None]:

@@ -31,9 +31,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import resize_rel_pos_bias_table_levit
+from timm.layers import register_notrace_module, resize_rel_pos_bias_table_levit
 from torch import Tensor, nn
 
+from ._windows import is_compiling
 from .conv_norm import ConvNorm
 
 __all__ = ["CascadedGroupAttention", "LocalWindowAttention", "window_offset_index"]
@@ -109,12 +110,15 @@ class CascadedGroupAttention(nn.Module):
         self.init_non_persistent_buffers()
 
     def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
+        B, H, W = x.shape[0], x.shape[2], x.shape[3]
         if H * W != self.window_size**2:
-            raise ValueError(
-                f"CascadedGroupAttention: expected x of shape (B, C, {self.window_size}, {self.window_size}) "
-                f"(one window), got {tuple(x.shape)}; use LocalWindowAttention for other sizes"
-            )
+            expected = f"CascadedGroupAttention: expected x of shape (B, C, {self.window_size}, {self.window_size})"
+            if torch.jit.is_scripting():
+                raise ValueError(expected + " (one window), got " + str(x.shape))
+            else:
+                raise ValueError(
+                    f"{expected} (one window), got {tuple(x.shape)}; use LocalWindowAttention for other sizes"
+                )
         bias = self.attention_biases[:, self.attention_bias_idxs]  # (h, N, N), gathered afresh every call
         chunks = x.chunk(self.num_heads, dim=1)
         outs = []
@@ -130,6 +134,7 @@ class CascadedGroupAttention(nn.Module):
         return self.proj(torch.cat(outs, dim=1))
 
 
+@register_notrace_module  # reason: the one-window shortcut and the padding are control flow on the input size
 class LocalWindowAttention(nn.Module):
     """Cascaded group attention inside non-overlapping windows of any-size maps.
 
@@ -162,17 +167,19 @@ class LocalWindowAttention(nn.Module):
         self.attn.set_window_size(window_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
+        B, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         ws = self.attn.window_size
-        if H == ws and W == ws:
+        # Size shortcuts only in eager mode: under torch.compile / export one graph serves every size.
+        compiling = is_compiling()
+        if not compiling and H == ws and W == ws:
             return self.attn(x)
-        pad_b, pad_r = -H % ws, -W % ws
-        if pad_b or pad_r:
+        pad_b, pad_r = (H + ws - 1) // ws * ws - H, (W + ws - 1) // ws * ws - W
+        if compiling or pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b))
         nh, nw = (H + pad_b) // ws, (W + pad_r) // ws
         x = x.view(B, C, nh, ws, nw, ws).permute(0, 2, 4, 1, 3, 5).reshape(B * nh * nw, C, ws, ws)
         x = self.attn(x)
         x = x.view(B, nh, nw, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nh * ws, nw * ws)
-        if pad_b or pad_r:
+        if compiling or pad_b or pad_r:
             x = x[:, :, :H, :W].contiguous()
         return x

@@ -23,11 +23,25 @@ Shapes: input and output (B, N, C) or (B, H, W, C) (all middle dims are tokens).
 
 from __future__ import annotations
 
+import torch
+from timm.layers import register_notrace_function
 from torch import Tensor, nn
 
+from ._checks import check_shape
 from ._precision import autocast_off
 
 __all__ = ["ChannelAttention"]
+
+
+@register_notrace_function  # reason: the autocast state of a Proxy's device is not traceable
+def attention_weights_fp32(query: Tensor, key: Tensor, scale: float) -> Tensor:
+    """softmax(scale * query key^T) in fp32 with autocast off: the logits are sums over all N tokens."""
+    if torch.jit.is_scripting():  # TorchScript does not autocast
+        return ((query.float() @ key.float().transpose(-2, -1)) * scale).softmax(dim=-1)
+    else:
+        with autocast_off(query.device.type):
+            logits = query.float() @ key.float().transpose(-2, -1)  # (B, G, Cg, Cg), a sum over N tokens
+            return (logits * scale).softmax(dim=-1)
 
 
 class ChannelAttention(nn.Module):
@@ -64,11 +78,10 @@ class ChannelAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim < 3 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"ChannelAttention: expected x of shape (B, N, {self.dim}) or (B, H, W, {self.dim}), "
-                f"got {tuple(x.shape)}"
-            )
+        x = check_shape(
+            x, 3, self.dim, -1, f"ChannelAttention: expected x of shape (B, N, {self.dim}) or (B, H, W, {self.dim})",
+            min_ndim=True,
+        )
         shape = x.shape
         b, c = shape[0], shape[-1]
         x = x.reshape(b, -1, c)
@@ -80,9 +93,7 @@ class ChannelAttention(nn.Module):
         else:
             # official role order: chunk 1 is the query, chunk 2 the key, chunk 0 the value
             query, key, value, scale = t1, t2, t0, self.group_dim**-0.5
-        with autocast_off(x.device.type):
-            logits = query.float() @ key.float().transpose(-2, -1)  # (B, G, Cg, Cg), a sum over N tokens
-            attn = (logits * scale).softmax(dim=-1)
+        attn = attention_weights_fp32(query, key, scale)  # (B, G, Cg, Cg)
         out = attn.to(value.dtype) @ value  # (B, G, Cg, N)
         out = out.permute(0, 3, 1, 2).reshape(shape)
         return self.proj_drop(self.proj(out))

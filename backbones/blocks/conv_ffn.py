@@ -15,6 +15,8 @@ import math
 
 from torch import Tensor, nn
 
+from ._checks import check_shape
+
 __all__ = ["ConvFFN"]
 
 
@@ -64,10 +66,9 @@ class ConvFFN(nn.Module):
         nn.init.zeros_(self.dwconv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"ConvFFN: expected x of shape (B, H, W, {self.in_features}) (channels-last), got {tuple(x.shape)}"
-            )
+        x = check_shape(
+            x, 4, self.in_features, -1, f"ConvFFN: expected x of shape (B, H, W, {self.in_features}) (channels-last)"
+        )
         x = self.fc1(x)
         # a permuted view: the conv sees NCHW with channels-last strides (no copy, fast depthwise kernels)
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_shape
+
 __all__ = ["ConvGLU", "glu_hidden_features"]
 
 
@@ -65,8 +67,7 @@ class ConvGLU(nn.Module):
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"ConvGLU: expected x of shape (B, H, W, C), got {tuple(x.shape)}")
+        x = check_shape(x, 4, -1, -1, "ConvGLU: expected x of shape (B, H, W, C)")
         gate, value = self.fc1(x).chunk(2, dim=-1)  # (B, H, W, h) each
         # NCHW view of a channels-last copy: the depthwise conv runs in channels-last memory format and its output,
         # permuted back, is a contiguous (B, H, W, h) tensor again.

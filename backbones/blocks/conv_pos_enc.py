@@ -17,13 +17,16 @@ State-dict key ``proj`` (as timm's ``ConvPosEnc``).
 from __future__ import annotations
 
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
-from ._precision import autocast_enabled
+from ._checks import check_shape
+from ._precision import autocast_on_for
 
 __all__ = ["ConvPosEnc"]
 
 
+@register_notrace_module  # reason: the residual fold depends on the autocast state of the input's device
 class ConvPosEnc(nn.Module):
     """Residual depthwise convolution over a channels-last map.
 
@@ -42,12 +45,12 @@ class ConvPosEnc(nn.Module):
             dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=True, device=device, dtype=dtype
         )
         self.act = nn.GELU() if act else nn.Identity()
+        self.fold_residual = not act  # x + conv(x) as one conv (see the module docstring)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"ConvPosEnc: expected x of shape (B, H, W, {self.dim}), got {tuple(x.shape)}")
+        x = check_shape(x, 4, self.dim, -1, f"ConvPosEnc: expected x of shape (B, H, W, {self.dim})")
         x_nchw = x.permute(0, 3, 1, 2)  # a view: channels-last memory format
-        if isinstance(self.act, nn.Identity) and not autocast_enabled(x.device.type):
+        if self.fold_residual and not autocast_on_for(x):
             k = self.proj.kernel_size[0] // 2
             weight = self.proj.weight.clone()
             weight[:, :, k, k] += 1.0  # x + conv(x; w) == conv(x; w + centre one-hot)

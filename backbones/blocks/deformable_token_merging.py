@@ -28,9 +28,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from ._checks import check_shape
 from ._windows import pad_to_multiple, to_2tuple_int
 
 __all__ = ["DeformableConv2d", "DeformableTokenMerging"]
@@ -58,6 +60,7 @@ def _autocast_enabled(device_type: str) -> bool:
         return False
 
 
+@register_notrace_module  # reason: the fp32 island depends on the dtype and the autocast state of the input
 class DeformableConv2d(nn.Module):
     """DCNv1 convolution that predicts its own offsets with a plain conv (``conv_offset``, zero-initialised).
 
@@ -116,10 +119,10 @@ class DeformableConv2d(nn.Module):
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"DeformableConv2d: expected x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+        expected = f"DeformableConv2d: expected x of shape (B, {self.in_channels}, H, W)"
+        x = check_shape(x, 4, self.in_channels, 1, expected)
+        if torch.jit.is_scripting():  # TorchScript does not autocast
+            return self._deform(x)
         if x.dtype in (torch.float16, torch.bfloat16) or _autocast_enabled(x.device.type):
             # fp32 island: no half/bfloat16 CPU kernel, and the official DCN was kept out of mixed precision too
             with torch.autocast(x.device.type, enabled=False):
@@ -128,10 +131,16 @@ class DeformableConv2d(nn.Module):
         return self._deform(x)
 
     def _deform(self, x: Tensor) -> Tensor:
-        cast = (lambda t: t) if x.dtype == self.weight.dtype else (lambda t: None if t is None else t.to(x.dtype))
-        geometry = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
-        offset = F.conv2d(x, cast(self.conv_offset.weight), cast(self.conv_offset.bias), **geometry)
-        return deform_conv2d(x, offset, cast(self.weight), cast(self.bias), **geometry)
+        weight, bias = self.weight.to(x.dtype), self.bias
+        offset_weight, offset_bias = self.conv_offset.weight.to(x.dtype), self.conv_offset.bias
+        if bias is not None:
+            bias = bias.to(x.dtype)
+        if offset_bias is not None:
+            offset_bias = offset_bias.to(x.dtype)
+        offset = F.conv2d(x, offset_weight, offset_bias, self.stride, self.padding, self.dilation)
+        return deform_conv2d(
+            x, offset, weight, bias, stride=self.stride, padding=self.padding, dilation=self.dilation
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -171,11 +180,9 @@ class DeformableTokenMerging(nn.Module):
         self.act = act_layer()
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"DeformableTokenMerging: expected x of shape (B, H, W, {self.dim}) (channels-last), "
-                f"got {tuple(x.shape)}"
-            )
+        x = check_shape(
+            x, 4, self.dim, -1, f"DeformableTokenMerging: expected x of shape (B, H, W, {self.dim}) (channels-last)"
+        )
         x = pad_to_multiple(x, self.stride).permute(0, 3, 1, 2)  # NCHW view, channels-last strides
         x = self.act(self.norm(self.conv(x)))
         return x.permute(0, 2, 3, 1)

@@ -96,6 +96,7 @@ class FocalModulation(nn.Module):
             ctx = torch.ops.aten.gelu_(ctx) if inplace else F.gelu(ctx)
             gate = gates[:, level : level + 1]  # (B, 1, H, W)
             ctx_all = ctx * gate if ctx_all is None else ctx_all.addcmul_(ctx, gate)
+        assert ctx_all is not None  # focal_levels >= 1 (TorchScript: Optional refinement)
         ctx_global = F.gelu(ctx.mean((2, 3), keepdim=True))  # (B, C, 1, 1), from the LAST level
         ctx_all = ctx_all.addcmul_(ctx_global, gates[:, levels:])
         if self.normalize_modulator:

@@ -37,10 +37,11 @@ kernel of :mod:`backbones.kernels.halo_attention` instead, which reads every win
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import make_divisible, trunc_normal_
+from timm.layers import make_divisible, register_notrace_module, trunc_normal_
 from torch import Tensor, nn
 
 from ..kernels import select
@@ -76,6 +77,14 @@ def _fused_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float
         v = F.pad(v, (0, d_qk - d_v))
     out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=bias[:, None], scale=scale)
     return out[:, 0, :, :d_v]
+
+
+def _halo_kernel(*args: Any) -> Tensor:
+    """:func:`backbones.kernels.halo_attention.halo_attention`, imported on first use (that module imports Triton);
+    a function of its own because TorchScript refuses import statements anywhere in a scripted method."""
+    from ..kernels.halo_attention import halo_attention
+
+    return halo_attention(*args)
 
 
 class _HaloSoftmaxAttention(torch.autograd.Function):
@@ -123,6 +132,7 @@ class _HaloSoftmaxAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, per_key.sum(-1), per_key.sum(-2), None
 
 
+@register_notrace_module  # reason: the kernel choice and the memory-light autograd function are not FX-traceable
 class HaloAttention(nn.Module):
     """Halo attention: b x b query blocks against (b + 2h)^2 key/value windows, any input size.
 
@@ -209,7 +219,7 @@ class HaloAttention(nn.Module):
     def _rel_logits(self, q: Tensor, pad: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
         """Relative-position logits of q (B, heads, nh, nw, bq, bq, d) per key row and per key column, padding mask
         folded in: two (n, bq * bq, w) tensors."""
-        B, heads, nh, nw, bq = q.shape[:5]
+        B, heads, nh, nw, bq = q.shape[0], q.shape[1], q.shape[2], q.shape[3], q.shape[4]
         win = self.window_size
         # table row read by query row/column i for key row/column j of the window
         index = torch.arange(win, device=q.device)[None, :] - torch.arange(bq, device=q.device)[:, None] + win - 1
@@ -239,9 +249,19 @@ class HaloAttention(nn.Module):
             return f"head widths above {_KERNEL_MAX_HEAD_DIM} (d_qk={self.dim_head_qk}, d_v={self.dim_head_v})"
         return None
 
+    def _gather_windows(self, kv: Tensor, n: int, nh: int, nw: int) -> tuple[Tensor, Tensor]:
+        """The PyTorch path's k, v: every block's window of the padded (B, heads, Hp, Wp, d) map, gathered once,
+        (n, w * w, d_qk) and (n, w * w, d_v)."""
+        b, h, win = self.block_size, self.halo_size, self.window_size
+        d_qk, d_v = self.dim_head_qk, self.dim_head_v
+        kv = kv.reshape(kv.shape[0] * self.num_heads, -1, d_qk + d_v)
+        kv = kv.index_select(1, self._window_index(nh, nw, nw * b + 2 * h, kv.device))
+        kv = kv.view(n, win * win, d_qk + d_v)
+        return kv[..., :d_qk], kv[..., d_qk:]
+
     def forward(self, x: Tensor) -> Tensor:
-        B, _, H, W = x.shape
-        b, h, win, bq, heads = self.block_size, self.halo_size, self.window_size, self.query_block, self.num_heads
+        B, H, W = x.shape[0], x.shape[2], x.shape[3]
+        b, h, bq, heads = self.block_size, self.halo_size, self.query_block, self.num_heads
         d_qk, d_v = self.dim_head_qk, self.dim_head_v
         nh, nw = math.ceil(H / b), math.ceil(W / b)
         n = B * heads * nh * nw
@@ -262,24 +282,23 @@ class HaloAttention(nn.Module):
         kv = self.kv(x).view(B, heads, d_qk + d_v, H, W).permute(0, 1, 3, 4, 2)
         kv = F.pad(kv, (0, 0) + pad)
         scale = 1.0 if self.scale_pos_embed else self.scale
-        self.last_kernel = select("HaloAttention", q, kv, unsupported=self._kernel_unsupported(q, kv))
-        if self.last_kernel == "triton":
-            from ..kernels.halo_attention import halo_attention
-
-            # windows read in place from the padded (B * heads, Hp, Wp, d_qk + d_v) map, both passes
-            out = halo_attention(q, kv.reshape(B * heads, *kv.shape[2:]), rel_h, rel_w, b, d_qk, scale)
+        if torch.jit.is_scripting():  # TorchScript: the PyTorch path with plain autograd
+            k, v = self._gather_windows(kv, n, nh, nw)
+            out = _fused_attention(q, k, v, _expand_rel(rel_h, rel_w), scale)
         else:
-            kv = kv.reshape(B * heads, -1, d_qk + d_v)
-            kv = kv.index_select(1, self._window_index(nh, nw, nw * b + 2 * h, x.device))
-            kv = kv.view(n, win * win, d_qk + d_v)
-            k, v = kv[..., :d_qk], kv[..., d_qk:]
-            # the memory-light autograd function when gradients are needed; the fused kernel otherwise (and when
-            # tracing / exporting, which cannot see through a custom autograd function's private kernel)
-            needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, kv, rel_h, rel_w))
-            if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-                out = _HaloSoftmaxAttention.apply(q, k, v, rel_h, rel_w, scale)
+            self.last_kernel = select("HaloAttention", q, kv, unsupported=self._kernel_unsupported(q, kv))
+            if self.last_kernel == "triton":
+                # windows read in place from the padded (B * heads, Hp, Wp, d_qk + d_v) map, both passes
+                out = _halo_kernel(q, kv.reshape(B * heads, *kv.shape[2:]), rel_h, rel_w, b, d_qk, scale)
             else:
-                out = _fused_attention(q, k, v, _expand_rel(rel_h, rel_w), scale)
+                # the memory-light autograd function when gradients are needed; the fused kernel otherwise (and
+                # when tracing / exporting, which cannot see through a custom autograd function's private kernel)
+                needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, kv, rel_h, rel_w))
+                k, v = self._gather_windows(kv, n, nh, nw)
+                if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+                    out = _HaloSoftmaxAttention.apply(q, k, v, rel_h, rel_w, scale)
+                else:
+                    out = _fused_attention(q, k, v, _expand_rel(rel_h, rel_w), scale)
         # (n, bq * bq, d_v) -> (B, heads, d_v, nh, bq, nw, bq) -> (B, dim_out, nh * bq, nw * bq)
         out = out.reshape(B, heads, nh, nw, bq, bq, d_v).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, heads * d_v, nh * bq, nw * bq)

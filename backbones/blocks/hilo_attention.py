@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
+from ._checks import check_shape
 from ._windows import pad_to_multiple, window_partition, window_reverse
 
 __all__ = ["HiLoAttention"]
 
 
+@register_notrace_module  # reason: the padding mask is built only when the input size needs one
 class HiLoAttention(nn.Module):
     """High/low-frequency split attention over a channels-last map (see the module docstring for the math).
 
@@ -96,6 +99,8 @@ class HiLoAttention(nn.Module):
         self.lofi_dim = self.lofi_heads * self.head_dim
         self.hifi_dim = self.hifi_heads * self.head_dim
 
+        # absent branches are None attributes (no state-dict keys): TorchScript then compiles only the present ones
+        self.hifi_qkv = self.hifi_proj = self.lofi_q = self.lofi_kv = self.lofi_proj = None
         if self.hifi_heads:
             self.hifi_qkv = nn.Linear(dim, 3 * self.hifi_dim, bias=qkv_bias, **dd)
             self.hifi_proj = nn.Linear(self.hifi_dim, self.hifi_dim, **dd)
@@ -106,15 +111,15 @@ class HiLoAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _hifi(self, x: Tensor) -> Tensor:
-        b, h, w, _ = x.shape
+        b, h, w = x.shape[0], x.shape[1], x.shape[2]
         s, heads, d = self.window_size, self.hifi_heads, self.head_dim
         x = pad_to_multiple(x, s)  # (B, Hp, Wp, C)
-        hp, wp = x.shape[1:3]
+        hp, wp = x.shape[1], x.shape[2]
         n_win = (hp // s) * (wp // s)
         qkv = window_partition(self.hifi_qkv(x), (s, s))  # (B * nW, s*s, 3 * n_hi * d)
         # (B * nW, s*s, 3, heads, d) -> 3 x (B * nW, heads, s*s, d): 4-D, so fused kernels apply
         q, k, v = qkv.view(b * n_win, s * s, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-        mask = None
+        mask: Tensor | None = None
         if self.mask_padding and (hp != h or wp != w):
             real = torch.zeros(1, hp, wp, 1, dtype=torch.bool, device=x.device)
             real[:, :h, :w] = True
@@ -128,7 +133,7 @@ class HiLoAttention(nn.Module):
         return self.hifi_proj(out)
 
     def _lofi(self, x: Tensor) -> Tensor:
-        b, h, w, c = x.shape
+        b, h, w = x.shape[0], x.shape[1], x.shape[2]
         s, heads, d = self.window_size, self.lofi_heads, self.head_dim
         q = self.lofi_q(x).view(b, h * w, heads, d).transpose(1, 2)  # (B, heads, N, d)
         if s > 1:
@@ -147,13 +152,10 @@ class HiLoAttention(nn.Module):
         return self.lofi_proj(out)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"HiLoAttention: expected x of shape (B, H, W, {self.dim}) (channels-last), got {tuple(x.shape)}"
-            )
-        if not self.lofi_heads:
+        x = check_shape(x, 4, self.dim, -1, f"HiLoAttention: expected x of shape (B, H, W, {self.dim}) (channels-last)")
+        if self.lofi_q is None:
             out = self._hifi(x)
-        elif not self.hifi_heads:
+        elif self.hifi_qkv is None:
             out = self._lofi(x)
         else:
             out = torch.cat([self._hifi(x), self._lofi(x)], dim=-1)  # Hi-Fi channels first, as the weights expect

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from timm.layers import use_fused_attn
 from torch import Tensor, nn
 
+from ._checks import check_shape
 from ._windows import pad_to_multiple, to_2tuple_int, window_partition
 
 __all__ = ["WindowAttention"]
@@ -73,13 +74,12 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"WindowAttention: expected x of shape (B, H, W, {self.dim}), got {tuple(x.shape)}")
-        b, h, w, c = x.shape
+        x = check_shape(x, 4, self.dim, -1, f"WindowAttention: expected x of shape (B, H, W, {self.dim})")
+        b, h, w = x.shape[0], x.shape[1], x.shape[2]
         x = pad_to_multiple(x, self.window_size)  # zeros after the norm: padded k, v are the qkv bias
-        hp, wp = x.shape[1:3]
+        hp, wp = x.shape[1], x.shape[2]
         x = window_partition(x, self.window_size)  # (B * nW, N, C), N = wh * ww
-        bw, n, _ = x.shape
+        bw, n = x.shape[0], x.shape[1]
         q, k, v = self.qkv(x).view(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
         if self.fused_attn:
@@ -88,7 +88,7 @@ class WindowAttention(nn.Module):
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
             x = F.dropout(attn, drop) @ v
         x = _merge_heads_and_windows(x, b, self.window_size, hp, wp)  # (B, Hp, Wp, C), one copy
-        if hp != h or wp != w:
-            x = x[:, :h, :w]
+        # a view of all of x when nothing was padded: no size test, so one captured graph serves every size
+        x = x.narrow(1, 0, h).narrow(2, 0, w)
         # proj is per token, so it runs after the crop and skips the padded tokens
         return self.proj_drop(self.proj(x))

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from timm.layers import register_notrace_function
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
@@ -23,8 +24,12 @@ __all__ = [
 ]
 
 
-def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> None:
-    """Raise a clear error for input a model cannot take.
+@register_notrace_function  # reason: shape comparisons are control flow on Proxies
+def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> Tensor:
+    """``x`` itself; a clear error for input a model cannot take.
+
+    Returns its input so that callers write ``x = check_input(x, ...)``: the check then stays on the data path of
+    FX graphs (a leaf call, as timm's ``register_notrace_function``), TorchScript and torch.export programs.
 
     Args:
         x: the image batch, expected (B, in_chans, H, W).
@@ -32,19 +37,27 @@ def check_input(x: Tensor, in_chans: int, min_size: int, model: str) -> None:
         min_size: smallest H and W the network accepts (usually its total stride).
         model: the model's class or architecture name, used in the message.
     """
-    if x.ndim != 4:
-        raise ValueError(f"{model}: expected input x of shape (B, {in_chans}, H, W), got {tuple(x.shape)}")
-    if x.shape[1] != in_chans:
-        raise ValueError(
-            f"{model}: expected input x with {in_chans} channels, i.e. shape (B, {in_chans}, H, W), "
-            f"got {tuple(x.shape)}"
-        )
-    h, w = x.shape[-2:]
-    if h < min_size or w < min_size:
-        raise ValueError(
-            f"{model}: input of {h}x{w} is too small; H and W must be at least {min_size} "
-            f"(the network's total stride), got x of shape {tuple(x.shape)}"
-        )
+    if torch.jit.is_scripting():  # the same checks; TorchScript cannot format a tuple of the shape
+        if x.dim() != 4 or x.shape[1] != in_chans or x.shape[2] < min_size or x.shape[3] < min_size:
+            raise ValueError(
+                model + ": expected input x of shape (B, " + str(in_chans) + ", H, W) with H, W >= "
+                + str(min_size) + ", got " + str(x.shape)
+            )
+    else:
+        if x.ndim != 4:
+            raise ValueError(f"{model}: expected input x of shape (B, {in_chans}, H, W), got {tuple(x.shape)}")
+        if x.shape[1] != in_chans:
+            raise ValueError(
+                f"{model}: expected input x with {in_chans} channels, i.e. shape (B, {in_chans}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if h < min_size or w < min_size:
+            raise ValueError(
+                f"{model}: input of {h}x{w} is too small; H and W must be at least {min_size} "
+                f"(the network's total stride), got x of shape {tuple(x.shape)}"
+            )
+    return x
 
 
 def per_stage(value: Any, num_stages: int, name: str, model: str) -> tuple:

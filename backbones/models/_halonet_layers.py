@@ -134,6 +134,7 @@ class HaloNetStem(nn.Sequential):
     def __init__(self, in_chans: int, out_chs: int, stem_type: str, pool: bool, conv: Any):
         super().__init__()
         self.in_chans = in_chans
+        self.min_input_size = TOTAL_STRIDE  # an attribute: TorchScript reads no module-level ints
         if stem_type == "7x7":
             if not pool:
                 raise ValueError("HaloNet: the 7x7 stem needs stem_pool=True (the network's stride is 32)")
@@ -151,11 +152,13 @@ class HaloNetStem(nn.Sequential):
         self.tap_chs = self[self.tap].conv.out_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, TOTAL_STRIDE, "HaloNet")
-        return super().forward(x)
+        x = check_input(x, self.in_chans, self.min_input_size, "HaloNet")
+        for module in self:  # (no super() in TorchScript)
+            x = module(x)
+        return x
 
     def forward_with_tap(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_input(x, self.in_chans, TOTAL_STRIDE, "HaloNet")
+        x = check_input(x, self.in_chans, TOTAL_STRIDE, "HaloNet")
         for i, module in enumerate(self):
             x = module(x)
             if i == self.tap:

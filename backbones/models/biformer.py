@@ -165,7 +165,7 @@ class Stem(nn.Module):
         self.norm2 = nn.BatchNorm2d(out_chs, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size, "BiFormer")
+        x = check_input(x, self.in_chans, self.min_input_size, "BiFormer")
         x = x.contiguous(memory_format=torch.channels_last)
         return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
 

@@ -40,6 +40,7 @@ from timm.layers import (
     NormMlpClassifierHead,
     calculate_drop_path_rates,
     get_norm_layer,
+    register_notrace_function,
     trunc_normal_,
 )
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs
@@ -66,7 +67,8 @@ __all__ = [
 ]
 
 
-def _add_residual(branch: Tensor, x: Tensor) -> Tensor:
+@register_notrace_function  # reason: the dtype test is control flow on Proxies (FX wraps public names only)
+def add_residual(branch: Tensor, x: Tensor) -> Tensor:
     """``x + branch``, written into ``branch`` (a fresh tensor no backward needs) when the dtypes agree.
 
     Under autocast the branch is low precision and the residual stream fp32: then the sum is a new fp32 tensor.
@@ -93,7 +95,7 @@ class Stem(nn.Module):
         self.norm = norm_layer(out_chs, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chs, self.stride, "DaVit")
+        x = check_input(x, self.in_chs, self.stride, "DaVit")
         x = pad_to_multiple(x, self.stride, channels_last=False)
         x = self.conv(x.contiguous(memory_format=torch.channels_last))
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -174,10 +176,10 @@ class DaVitBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.cpe1(x)
-        x = _add_residual(self.drop_path1(self.attn(self.norm1(x))), x)
+        x = add_residual(self.drop_path1(self.attn(self.norm1(x))), x)
         x = self.cpe2(x)
         if self.mlp is not None:
-            x = _add_residual(self.drop_path2(self.mlp(self.norm2(x))), x)
+            x = add_residual(self.drop_path2(self.mlp(self.norm2(x))), x)
         return x
 
 

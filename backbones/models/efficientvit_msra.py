@@ -258,6 +258,7 @@ class EfficientVitMsra(nn.Module):
             raise ValueError(f"embed_dim[0] must be divisible by 8 (stem widths C/8, C/4, C/2), got {embed_dim[0]}")
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.min_input_size = _STEM_STRIDE  # an attribute: TorchScript reads no module-level ints
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         self.window_size = tuple(window_size)
@@ -388,7 +389,7 @@ class EfficientVitMsra(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        check_input(x, self.in_chans, _STEM_STRIDE, type(self).__name__)
+        x = check_input(x, self.in_chans, self.min_input_size, "EfficientVitMsra")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
         intermediates = []
@@ -416,7 +417,7 @@ class EfficientVitMsra(nn.Module):
         return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, _STEM_STRIDE, type(self).__name__)
+        x = check_input(x, self.in_chans, self.min_input_size, "EfficientVitMsra")
         x = self.patch_embed(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)

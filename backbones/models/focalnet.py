@@ -97,6 +97,9 @@ class Downsample(nn.Module):
         self.norm = norm_layer(out_chs, **dd) if norm_layer is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.downsample(x)
+
+    def downsample(self, x: Tensor) -> Tensor:
         x = self.proj(pad_to_multiple(x, self.stride, channels_last=False))
         return self.norm(x)
 
@@ -110,8 +113,8 @@ class _Stem(Downsample):
         self.min_input_size = min_input_size
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chs, self.min_input_size, "FocalNet")
-        return super().forward(x.contiguous(memory_format=torch.channels_last))
+        x = check_input(x, self.in_chs, self.min_input_size, "FocalNet")
+        return self.downsample(x.contiguous(memory_format=torch.channels_last))  # (no super() in TorchScript)
 
 
 class _ConvMlp(nn.Module):
@@ -130,14 +133,17 @@ class _ConvMlp(nn.Module):
         dd = dict(device=device, dtype=dtype)
         self.fc1 = nn.Conv2d(dim, hidden_dim, kernel_size=1, **dd)
         self.act = act_layer()
+        # plain attributes, not isinstance tests in forward: TorchScript
+        self.gelu_approximate = self.act.approximate if isinstance(self.act, nn.GELU) else None
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Conv2d(hidden_dim, dim, kernel_size=1, **dd)
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.fc1(x)
-        if isinstance(self.act, nn.GELU) and not torch.is_grad_enabled():
-            x = torch.ops.aten.gelu_(x, approximate=self.act.approximate)
+        approximate = self.gelu_approximate
+        if approximate is not None and not torch.is_grad_enabled():
+            x = torch.ops.aten.gelu_(x, approximate=approximate)
         else:
             x = self.act(x)
         return self.drop2(self.fc2(self.drop1(x)))

@@ -277,8 +277,11 @@ class HaloNet(ClassifierHeadMixin, nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
-        for stage in self.stages:
-            x = self._run_stage(stage, x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for stage in self.stages:
+                x = checkpoint_seq(stage, x)
+        else:
+            x = self.stages(x)
         return self.final_conv(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

@@ -35,7 +35,6 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 
 from .._bench import register_reference
 from .._registry import register_model
+from ..blocks._windows import pad_to_multiple
 from ..blocks.conv_ffn import ConvFFN
 from ..blocks.deformable_token_merging import DeformableTokenMerging
 from ..blocks.hilo_attention import HiLoAttention
@@ -84,9 +84,9 @@ class Stem(nn.Module):
         self.norm = norm_layer(dim, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size, "LITv2")
+        x = check_input(x, self.in_chans, self.min_input_size, "LITv2")
         p = self.patch_size
-        x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))  # as the official detection backbone
+        x = pad_to_multiple(x, p, channels_last=False)  # as the official detection backbone
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/4, W/4, C)
 
 

@@ -91,7 +91,7 @@ class OverlapPatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.min_input_size is not None:
-            check_input(x, self.in_chs, self.min_input_size, "TransNeXt")
+            x = check_input(x, self.in_chs, self.min_input_size, "TransNeXt")
             x = x.contiguous(memory_format=torch.channels_last)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 

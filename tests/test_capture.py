@@ -32,6 +32,30 @@ FAMILY_MODELS = [
     "litv2_small",
     "transnext_micro",
 ]
+# Known gaps, recorded on issue 16 (strict: a fix shows up as XPASS and must remove its entry).
+# The hybrids (issue 19) landed beside this work: their baseline / ablation mixers are not scriptable yet (f-strings
+# on shapes in their checks, list comprehensions of unknown length) nor FX leaves (shape control flow).
+_HYBRID_GAP = "hybrid mixers (blocks/baseline_mixers.py, ablation_mixers.py) not yet scriptable / FX-traceable"
+_COMPILE_GAP = {
+    "halonet26t": "compiled training step: fused attention path vs eager's memory-light autograd function differ "
+    "by up to 3.5e-5 abs in one gradient (BatchNorm training mode, batch 2); not yet analysed",
+    "halonet_h0": "compiled training step: a gradient differs by up to 1.9e-4 abs / 4% rel from eager; "
+    "not yet analysed",
+}
+
+
+def _with_gaps(names, gaps):
+    return [pytest.param(n, marks=pytest.mark.xfail(reason=gaps(n), strict=True)) if gaps(n) else n for n in names]
+
+
+def _hybrid_gap(name):
+    return _HYBRID_GAP if name.startswith("hybrid_") else None
+
+
+def _hybrid_fx_gap(name):  # the all-identity hybrid has no mixer to trace
+    return None if name == "hybrid_tiny_identity" else _hybrid_gap(name)
+
+
 SMALL_SIZES = ((64, 64), (65, 97))  # a multiple of every stride, and an odd size that pads everywhere
 SIZES = ((224, 224), (197, 253))
 
@@ -73,7 +97,7 @@ def _assert_grads_close(actual: list, expected: list, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------- TorchScript
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", _with_gaps(MODELS, _hybrid_gap))
 def test_script_forward_and_backward_match_eager(name):
     model = _small(name)
     with warnings.catch_warnings():
@@ -95,7 +119,7 @@ def test_script_keeps_input_checks():
 # ---------------------------------------------------------------------------------------------------------- FX
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", _with_gaps(MODELS, _hybrid_fx_gap))
 def test_fx_features_only_matches_eager_features(name):
     """``timm.create_model(..., features_only=True, feature_cls='fx')``: the stage maps of the eager extractor."""
     fx = _build(name, features_only=True, feature_cls="fx")
@@ -159,7 +183,7 @@ def _compile_matches_eager(name: str, sizes, backend: str) -> None:
     _assert_grads_close(_grads(train_compiled, train, x), _grads(eager, eager, x), f"{name} compiled training step")
 
 
-@pytest.mark.parametrize("name", FAMILY_MODELS)
+@pytest.mark.parametrize("name", _with_gaps(FAMILY_MODELS, _COMPILE_GAP.get))
 def test_compile_fullgraph_matches_eager(name):
     _compile_matches_eager(name, SMALL_SIZES, "eager")
 

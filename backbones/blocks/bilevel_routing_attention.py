@@ -317,7 +317,8 @@ class BiLevelRoutingAttention(nn.Module):
             if backend == "triton":
                 key_mask = None if key_valid is None else key_valid.repeat(b, 1)  # (B*S^2, n_kv), per key region
                 out = _routed_kernel(q, kv, rows, key_mask, m, qk, self.scale, weight=wts)  # (B*S^2, n, C)
-            elif weight is None and torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad):
+            elif weight is None and torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad) \
+                    and not (torch.jit.is_tracing() or is_compiling()):  # dynamo cannot trace autograd.grad
                 out = _RoutedAttention.apply(q, kv, rows, mask, m, qk, self.scale)
             else:
                 out = _routed_attention_chunks(q, kv, rows, mask, wts, m, qk, self.scale)  # (B*S^2, n, C)

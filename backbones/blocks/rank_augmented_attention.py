@@ -39,7 +39,8 @@ def rope_2d(height: int, width: int, head_dim: int, device=None, dtype=None) -> 
     if head_dim % 4:
         raise ValueError(f"rope_2d: head_dim must be a multiple of 4 (two rotated pairs per frequency), got {head_dim}")
     work = torch.float64 if dtype == torch.float64 else torch.float32  # tables in fp32 at least (bf16 runs)
-    theta = 10000.0 ** -torch.linspace(0, 1, head_dim // 4, device=device, dtype=work)
+    # frequencies rounded to fp32 whatever the dtype: the official buffer is made in fp32 and cast with the model
+    theta = (1.0 / 10000.0 ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float32)).to(work)
     theta = theta.repeat_interleave(2)  # one frequency per channel of a pair: (d / 2,)
     rows = torch.arange(height, device=device, dtype=work)[:, None] * theta  # (H, d / 2)
     cols = torch.arange(width, device=device, dtype=work)[:, None] * theta  # (W, d / 2)

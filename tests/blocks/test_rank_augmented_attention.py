@@ -1,8 +1,8 @@
 """RALA and its softmax twin against per-token loops written from the RAVLT paper / official formulation.
 
 The reference works token by token and head by head in float64: explicit 2x2 rotations per channel pair (angle =
-row or column index times 10000^(-j / (d/4 - 1))), the key weights as a softmax of the mean query, the official
-order of scaling (k * a * N, buffer / N), a direct depthwise-conv loop for LePE.
+row or column index times 10000^(-j / (d/4 - 1)), rounded to fp32 as the official buffer), the key weights as a
+softmax of the mean query, the official order of scaling (k * a * N, buffer / N), a depthwise-conv loop for LePE.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def naive_rotate(vec: torch.Tensor, row: int, col: int) -> torch.Tensor:
     quarter = d // 4
     for p in range(d // 2):  # pair p = channels (2p, 2p + 1)
         j = p % quarter  # frequency index: pair p of either half uses the (p mod d/4)-th frequency
-        theta = 10000.0 ** (-(j / (quarter - 1) if quarter > 1 else 0.0))
+        # the official frequencies, 1 / 10000^linspace(0, 1, d/4), are made in fp32 (a buffer cast with the model)
+        theta = (1.0 / 10000.0 ** torch.linspace(0, 1, quarter, dtype=torch.float32))[j].item()
         pos = row if p < d // 4 else col
         c, s = math.cos(pos * theta), math.sin(pos * theta)
         a, b = vec[2 * p].item(), vec[2 * p + 1].item()

@@ -35,7 +35,11 @@ __all__ = ["RankAugmentedLinearAttention", "RoPEGatedAttention", "rope_2d", "app
 
 
 def rope_2d(height: int, width: int, head_dim: int, device=None, dtype=None) -> tuple[Tensor, Tensor]:
-    """(sin, cos), each (H * W, head_dim), of the row / column rotation described in the module docstring."""
+    """(sin, cos), each (H * W, head_dim), of the row / column rotation described in the module docstring.
+
+    ``sin`` carries the sign of the rotation: -sin(angle) on the first channel of each pair, +sin(angle) on the
+    second, so that :func:`apply_rope` is two products with the pair-swapped input.
+    """
     if head_dim % 4:
         raise ValueError(f"rope_2d: head_dim must be a multiple of 4 (two rotated pairs per frequency), got {head_dim}")
     work = torch.float64 if dtype == torch.float64 else torch.float32  # tables in fp32 at least (bf16 runs)
@@ -47,13 +51,15 @@ def rope_2d(height: int, width: int, head_dim: int, device=None, dtype=None) -> 
     angles = torch.cat(
         (rows[:, None, :].expand(height, width, -1), cols[None, :, :].expand(height, width, -1)), dim=-1
     ).reshape(height * width, head_dim)
-    return angles.sin().to(dtype or torch.float32), angles.cos().to(dtype or torch.float32)
+    sign = torch.tensor([-1.0, 1.0], device=device, dtype=work).repeat(head_dim // 2)
+    return (angles.sin() * sign).to(dtype or torch.float32), angles.cos().to(dtype or torch.float32)
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-    """Rotate each channel pair (x_2i, x_2i+1) of ``x`` (..., N, d) by the angles whose sin / cos are (N, d)."""
-    even, odd = x.unflatten(-1, (-1, 2)).unbind(-1)
-    return x * cos + torch.stack((-odd, even), dim=-1).flatten(-2) * sin
+    """Rotate each channel pair (x_2i, x_2i+1) of ``x`` (..., N, d) by the tables of :func:`rope_2d` (N, d):
+    (x_2i cos - x_2i+1 sin, x_2i+1 cos + x_2i sin)."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x_2i+1, x_2i) pairs
+    return torch.addcmul(x * cos, swapped, sin)
 
 
 class _GatedRoPEMixer(nn.Module):
@@ -91,7 +97,9 @@ class _GatedRoPEMixer(nn.Module):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (B, H, W, C) -> (B, H, W, C); ``rope``: the :func:`rope_2d` tables of (H, W) if already built (a stage
+        of several blocks builds them once)."""
         if x.ndim != 4 or x.shape[-1] != self.dim:
             name = type(self).__name__
             raise ValueError(f"{name}: expected x of shape (B, H, W, {self.dim}) (channels-last), got {tuple(x.shape)}")
@@ -100,7 +108,9 @@ class _GatedRoPEMixer(nn.Module):
         lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # NCHW view of channels-last v
         # (B, H, W, C) -> (B, heads, N, d)
         q, k, v = (t.reshape(b, h * w, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        sin, cos = rope_2d(h, w, self.head_dim, device=x.device, dtype=q.dtype)
+        if rope is None:
+            rope = rope_2d(h, w, self.head_dim, device=x.device, dtype=q.dtype)
+        sin, cos = rope[0].to(q.dtype), rope[1].to(q.dtype)  # no-ops unless the tables came from outside autocast
         out = self._attend(q, k, v, sin, cos).transpose(1, 2).reshape(b, h, w, c)
         return self.proj((out + lepe) * gate)
 

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.mixer_registry import create_mixer
+from ..blocks.rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention, rope_2d
 from ._common import StagedModelMixin, check_input, drop_absent_classifier, per_stage, rename_key, unwrap_state_dict
 
 __all__ = ["RAVLT", "checkpoint_filter_fn", "ravlt_t", "ravlt_s", "ravlt_b", "ravlt_l"]
@@ -86,6 +87,7 @@ class RAVLTBlock(nn.Module):
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
         self.norm1 = _LayerNorm(dim, **dd)
         self.attn = create_mixer(mixer, dim, num_heads, **(mixer_kwargs or {}), **dd)
+        self.takes_rope = isinstance(self.attn, RankAugmentedLinearAttention | RoPEGatedAttention)
         self.ls1 = LayerScale(dim, layer_scale_init_value, **dd) if layer_scale_init_value else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = _LayerNorm(dim, **dd)
@@ -93,9 +95,11 @@ class RAVLTBlock(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale_init_value, **dd) if layer_scale_init_value else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = x + self.pos_embed(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        y = self.norm1(x)
+        y = self.attn(y, rope=rope) if self.takes_rope else self.attn(y)
+        x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
 
@@ -169,11 +173,14 @@ class RAVLTStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x).permute(0, 2, 3, 1)  # channels_last memory: a contiguous (B, H, W, C) view
+        head_dims = {b.attn.head_dim for b in self.blocks if b.takes_rope}
+        # the rotary tables of this map, built once for all the stage's blocks (one head width per stage)
+        rope = rope_2d(x.shape[1], x.shape[2], head_dims.pop(), x.device, x.dtype) if len(head_dims) == 1 else None
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x)
+                x = checkpoint(block, x, rope)
             else:
-                x = block(x)
+                x = block(x, rope)
         return x.permute(0, 3, 1, 2)
 
 

@@ -100,12 +100,14 @@ def test_matches_naive_reference(cls, linear, hw, heads):
 
 
 def test_rope_tables_official_spacing():
-    """Frequencies 10000^-linspace(0, 1, d/4), each for two pairs; rows then columns along the head."""
+    """Frequencies 10000^-linspace(0, 1, d/4), each for two pairs; rows then columns along the head; sin signed
+    -/+ within each pair."""
     sin, cos = rope_2d(2, 3, 8)
     assert sin.shape == cos.shape == (6, 8)
     token = 1 * 3 + 2  # row 1, column 2
     theta = torch.tensor([1.0, 1.0, 1e-4, 1e-4])
-    torch.testing.assert_close(sin[token], torch.cat([(1 * theta).sin(), (2 * theta).sin()]))
+    sign = torch.tensor([-1.0, 1.0, -1.0, 1.0] * 2)
+    torch.testing.assert_close(sin[token], sign * torch.cat([(1 * theta).sin(), (2 * theta).sin()]))
     torch.testing.assert_close(cos[token], torch.cat([(1 * theta).cos(), (2 * theta).cos()]))
 
 
@@ -116,6 +118,14 @@ def test_registry_builds_the_classes_and_checks_the_head_width():
         create_mixer("rala", 30, 5)
     with pytest.raises(ValueError, match=r"\(B, H, W, 64\)"):
         create_mixer("rala", 64, 1)(torch.randn(1, 64, 4, 4))
+
+
+def test_tables_passed_in_give_the_same_result():
+    torch.manual_seed(0)
+    mixer = RankAugmentedLinearAttention(32, 2).eval()
+    x = torch.randn(1, 5, 6, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x, rope=rope_2d(5, 6, 16)), mixer(x), rtol=0, atol=0)
 
 
 def test_bf16_is_finite_at_a_large_map():

@@ -180,3 +180,14 @@ def test_any_registry_mixer_in_the_stages():
         timm.create_model("ravlt_t", **dict(OURS, mixers=("rala", "rala")))
     with pytest.raises(ValueError, match="expected input x with 3 channels"):
         model(torch.randn(1, 4, 64, 64))
+
+
+def test_export_with_dynamic_size():
+    """torch.export with symbolic H and W: the RoPE tables are built from the traced sizes, one graph for all."""
+    torch.manual_seed(0)
+    model = timm.create_model("ravlt_t", **dict(OURS, head_hidden_size=32)).eval()
+    h, w = torch.export.Dim("h", min=40, max=512), torch.export.Dim("w", min=40, max=512)  # 1x1 last maps specialise
+    program = torch.export.export(model, (torch.randn(1, 3, 64, 96),), dynamic_shapes=({2: h, 3: w},))
+    x = torch.randn(1, 3, 75, 53)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-5)

@@ -1,6 +1,7 @@
 """Token mixers and other blocks shared by the model families (one module per idea)."""
 
 from .ablation_mixers import DecoupledAttention, LinearAttention, SigmoidAttention, StaticMixer  # noqa: F401
+from .agent_attention import AgentAttention  # noqa: F401
 from .aggregated_attention import AggregatedAttention, LengthScaledAttention  # noqa: F401
 from .baseline_mixers import DWConvMixer, GlobalAttention, PoolMixer  # noqa: F401
 from .bilevel_routing_attention import BiLevelRoutingAttention  # noqa: F401

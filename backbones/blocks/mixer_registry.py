@@ -33,6 +33,7 @@ projection is N C^2); k: a kernel / window side, S: regions per side, r: pool ra
 | decoupled | ``DecoupledAttention`` | 2 N^2 C + 4 N C^2 | q, k from stage_input | ablation: q, k from the stage |
 | rala | ``RankAugmentedLinearAttention`` | 3 N d C + 5 N C^2 + 25 N C | lepe_kernel_size=5 | RAVLT, 2411.07635 |
 | rala_softmax | ``RoPEGatedAttention`` | 2 N^2 C + 5 N C^2 + 25 N C | lepe_kernel_size=5 | RAVLT, 2411.07635 |
+| agent | ``AgentAttention`` | 4 N a C + 4 N C^2 + 9 N C | agent_num=49, sr_ratio=1, train_grid=14 | Agent, 2312.08874 |
 
 (EfficientViT-MSRA: arXiv:2305.07027; TransNeXt: arXiv:2311.17132. Focal, halo and cascaded are the NCHW ones.
 The four ablation mixers are in :mod:`backbones.blocks.ablation_mixers`, with their math.)
@@ -60,6 +61,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .ablation_mixers import DecoupledAttention, LinearAttention, SigmoidAttention, StaticMixer
+from .agent_attention import AgentAttention
 from .aggregated_attention import AggregatedAttention, LengthScaledAttention
 from .baseline_mixers import DWConvMixer, GlobalAttention, PoolMixer
 from .bilevel_routing_attention import BiLevelRoutingAttention
@@ -367,3 +369,9 @@ def _rala(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
                 paper="RAVLT (arXiv:2411.07635)", module=RoPEGatedAttention)
 def _rala_softmax(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     return RoPEGatedAttention(dim, num_heads, **kwargs)
+
+
+@register_mixer("agent", cost="4 N a C + 4 N C^2 + 9 N C", kwargs="agent_num=49, sr_ratio=1, train_grid=14",
+                paper="Agent Attention (arXiv:2312.08874)", module=AgentAttention)
+def _agent(dim: int, num_heads: int, train_grid: int | tuple[int, int] = 14, **kwargs: Any) -> nn.Module:
+    return AgentAttention(dim, num_heads, train_grid=train_grid, **kwargs)

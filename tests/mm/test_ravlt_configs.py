@@ -23,12 +23,16 @@ PUBLISHED = {  # qhfan/RALA README
     ("retinanet", "t"): "45.9 box AP", ("retinanet", "s"): "48.3 box AP",
     ("retinanet", "b"): "49.8 box AP", ("retinanet", "l"): "50.9 box AP",
     ("fpn", "t"): "47.9 mIoU", ("fpn", "s"): "49.5 mIoU", ("fpn", "b"): "51.9 mIoU", ("fpn", "l"): "52.6 mIoU",
+    ("mask-rcnn-3x", "s"): "51.4 box AP / 45.5 mask AP", ("mask-rcnn-3x", "b"): "52.7 box AP / 46.4 mask AP",
+    ("mask-rcnn-3x", "l"): "53.6 box AP / 47.3 mask AP",
 }  # fmt: skip
 
 
 def _path(task, size):
     if task == "fpn":
         return CONFIGS / "seg" / f"fpn_ravlt-{size}_8xb2-80k_ade20k-512x512.py"
+    if task == "mask-rcnn-3x":
+        return CONFIGS / "det" / f"mask-rcnn_ravlt-{size}_fpn_ms-crop-3x_coco.py"
     return CONFIGS / "det" / f"{task}_ravlt-{size}_fpn_1x_coco.py"
 
 
@@ -78,8 +82,12 @@ def test_recipe(key):
         assert keys["norm"] == dict(decay_mult=0.0) and keys["stem.norm"] == dict(decay_mult=1.0)
     warmup, steps = cfg.param_scheduler
     assert (warmup.type, warmup.end, warmup.start_factor) == ("LinearLR", 500, 0.001)
-    assert (steps.type, steps.milestones) == ("MultiStepLR", [8, 11])
-    assert cfg.train_cfg.max_epochs == 12 and cfg.train_dataloader.batch_size == 2
+    assert cfg.train_dataloader.batch_size == 2
+    if task == "mask-rcnn-3x":  # Swin multi-scale + crop augmentation, 36 epochs
+        assert (steps.type, steps.milestones) == ("MultiStepLR", [27, 33]) and cfg.train_cfg.max_epochs == 36
+        assert any(t.type == "RandomChoice" for t in cfg.train_dataloader.dataset.pipeline)
+        return
+    assert (steps.type, steps.milestones) == ("MultiStepLR", [8, 11]) and cfg.train_cfg.max_epochs == 12
     resize = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == "Resize"]
     assert resize and tuple(resize[0].scale) == (1333, 800)  # single scale, as official
 

@@ -75,6 +75,12 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "transnext_tiny": (28_258_960, "TransNeXt README 28.2M; official transnext_tiny 28,258,960"),
     "transnext_small": (49_741_564, "TransNeXt README 49.7M; official transnext_small 49,741,564"),
     "transnext_base": (89_721_496, "TransNeXt README 89.7M; official transnext_base 89,721,496"),
+    # RAVLT: qhfan/RALA README 15M / 26M / 48M / 95M; exact counts of the official classes (classfication/RALA.py at
+    # a86314f, built from the fetched snapshot; the RoPE angle buffers are not parameters).
+    "ravlt_t": (14_897_768, "qhfan/RALA README RAVLT-T 15M; official RAVLT_T 14,897,768"),
+    "ravlt_s": (25_591_208, "qhfan/RALA README RAVLT-S 26M; official RAVLT_S 25,591,208"),
+    "ravlt_b": (48_241_288, "qhfan/RALA README RAVLT-B 48M; official RAVLT_B 48,241,288"),
+    "ravlt_l": (95_242_440, "qhfan/RALA README RAVLT-L 95M; official RAVLT_L 95,242,440"),
 }
 
 
@@ -152,6 +158,8 @@ SMALL_KWARGS: dict[str, dict] = {
     r"litv2_.*": dict(embed_dim=16, depths=(1, 1, 2, 1), head_dim=16),
     # TransNeXt: heads of 24 channels as in every variant; aggregated attention in stages 1-3, full in stage 4.
     r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4)),
+    # RAVLT: heads of 16 channels (a multiple of 4 for the 2-D RoPE), linear stages 1-2, softmax stages 3-4.
+    r"ravlt_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4), head_hidden_size=96),
     # HybridNet: heads of 8 channels; two blocks in stage 3 so that interleaved layouts keep both mixers.
     r"hybrid_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=8),
 }

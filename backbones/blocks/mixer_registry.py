@@ -31,6 +31,9 @@ projection is N C^2); k: a kernel / window side, S: regions per side, r: pool ra
 | sigmoid | ``SigmoidAttention`` | 2 N^2 C + 4 N C^2 | bias=-ln N | sigmoid attention, 2409.04431 |
 | linear | ``LinearAttention`` | 2 N d C + 4 N C^2 | eps=1e-6 (elu + 1 features) | linear attn, 2006.16236 |
 | decoupled | ``DecoupledAttention`` | 2 N^2 C + 4 N C^2 | q, k from stage_input | ablation: q, k from the stage |
+| rala | ``RankAugmentedLinearAttention`` | 3 N d C + 5 N C^2 + 25 N C | lepe_kernel_size=5 | RAVLT, 2411.07635 |
+| rala_softmax | ``RoPEGatedAttention`` | 2 N^2 C + 5 N C^2 + 25 N C | lepe_kernel_size=5 | RAVLT, 2411.07635 |
+| agent | ``AgentAttention`` | 4 N a C + 4 N C^2 + 9 N C | agent_num=49, sr_ratio=1, train_grid=14 | Agent, 2312.08874 |
 
 (EfficientViT-MSRA: arXiv:2305.07027; TransNeXt: arXiv:2311.17132. Focal, halo and cascaded are the NCHW ones.
 The four ablation mixers are in :mod:`backbones.blocks.ablation_mixers`, with their math.)
@@ -58,6 +61,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .ablation_mixers import DecoupledAttention, LinearAttention, SigmoidAttention, StaticMixer
+from .agent_attention import AgentAttention
 from .aggregated_attention import AggregatedAttention, LengthScaledAttention
 from .baseline_mixers import DWConvMixer, GlobalAttention, PoolMixer
 from .bilevel_routing_attention import BiLevelRoutingAttention
@@ -66,6 +70,7 @@ from .channel_attention import ChannelAttention
 from .focal_modulation import FocalModulation
 from .halo_attention import HaloAttention
 from .hilo_attention import HiLoAttention
+from .rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention
 from .window_attention import WindowAttention
 
 __all__ = [
@@ -348,3 +353,25 @@ def _linear(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
                 paper="ablation: q, k from the stage input", module=DecoupledAttention)
 def _decoupled(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
     return DecoupledAttention(dim, num_heads, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# further families' mixers
+
+
+@register_mixer("rala", cost="3 N d C + 5 N C^2 + 25 N C", kwargs="lepe_kernel_size=5",
+                paper="RAVLT (arXiv:2411.07635)", module=RankAugmentedLinearAttention)
+def _rala(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
+    return RankAugmentedLinearAttention(dim, num_heads, **kwargs)
+
+
+@register_mixer("rala_softmax", cost="2 N^2 C + 5 N C^2 + 25 N C", kwargs="lepe_kernel_size=5",
+                paper="RAVLT (arXiv:2411.07635)", module=RoPEGatedAttention)
+def _rala_softmax(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
+    return RoPEGatedAttention(dim, num_heads, **kwargs)
+
+
+@register_mixer("agent", cost="4 N a C + 4 N C^2 + 9 N C", kwargs="agent_num=49, sr_ratio=1, train_grid=14",
+                paper="Agent Attention (arXiv:2312.08874)", module=AgentAttention)
+def _agent(dim: int, num_heads: int, train_grid: int | tuple[int, int] = 14, **kwargs: Any) -> nn.Module:
+    return AgentAttention(dim, num_heads, train_grid=train_grid, **kwargs)

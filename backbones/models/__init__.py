@@ -7,6 +7,7 @@ from .focalnet import *  # noqa: F401,F403
 from .halonet import *  # noqa: F401,F403
 from .hybrid import *  # noqa: F401,F403
 from .litv2 import *  # noqa: F401,F403
+from .ravlt import *  # noqa: F401,F403
 from .transnext import *  # noqa: F401,F403
 
 # Each family exports its own checkpoint_filter_fn; a package-level name would be whichever family came last.

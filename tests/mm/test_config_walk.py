@@ -148,6 +148,7 @@ _SHALLOW = {
     r"litv2_.*": dict(depths=(1, 1, 1, 1)),
     r"biformer_.*": dict(depths=(1, 1, 1, 1)),
     r"transnext_.*": dict(depths=(1, 1, 1, 1)),
+    r"ravlt_.*": dict(depths=(1, 1, 1, 1)),
     r"halonet.*|sehalonet33ts|eca_halonext26ts": dict(layouts=("B", "A", "A", "A")),
 }
 

@@ -1,0 +1,24 @@
+# Mask R-CNN 1x, RAVLT-B backbone, FPN, COCO 2017.
+# Should reproduce the official result (qhfan/RALA README, Mask R-CNN 1x, COCO val2017):
+#   51.2 box AP / 45.7 mask AP (official config detection/configs/RALA/maskrcnn_m_1x.py).
+# Official recipe: single-scale 1333x800 training with flip, AdamW lr 1e-4 weight decay 0.05 (none on norms),
+# warm-up 500 it, 12 epochs with steps [8, 11], batch 2 per GPU, drop path 0.4, per-output LayerNorms, BatchNorms
+# in eval mode, fp16 (use --amp on GPUs). Released detector: https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_b_1x_12_epoch.pth
+# (mmdet 2.x keys; not converted here).
+# Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
+_base_ = [
+    './_base_/models/mask-rcnn_ravlt_fpn.py',
+    './_base_/datasets/coco_instance.py',
+    './_base_/schedules/schedule_1x_ravlt.py',
+    './_base_/default_runtime.py',
+]
+
+# ImageNet-1k classification weights of the official release (hub aldjalkdf/RAVLT); the checkpoint filter maps the
+# official layout onto ours.
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_B.pth'
+model = dict(
+    backbone=dict(
+        model_name='ravlt_b',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 512]))

@@ -1,0 +1,23 @@
+# RetinaNet 1x, RAVLT-B backbone, FPN, COCO 2017 (boxes only).
+# Should reproduce the official result (qhfan/RALA README, RetinaNet 1x, COCO val2017):
+#   49.8 box AP (official config detection/configs/RALA/retinanet_m_1x.py).
+# Official recipe: single-scale 1333x800 training with flip, AdamW lr 1e-4 weight decay 1e-4 on every parameter,
+# no gradient clipping, warm-up 500 it, 12 epochs with steps [8, 11], batch 2 per GPU, drop path 0.4, per-output
+# LayerNorms, BatchNorms in eval mode, fp16 with loss scale 512 (use --amp on GPUs). Released detector:
+# https://huggingface.co/aldjalkdf/RAVLT/resolve/main/retinanet_b_1x_12_epoch.pth (mmdet 2.x keys; not converted here).
+# Train: python -m backbones.mm.runner <this config>
+_base_ = [
+    './_base_/models/retinanet_ravlt_fpn.py',
+    './_base_/datasets/coco_detection.py',
+    './_base_/schedules/schedule_1x_ravlt.py',
+    './_base_/default_runtime.py',
+]
+
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_B.pth'
+model = dict(
+    backbone=dict(
+        model_name='ravlt_b',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[192, 384, 512]))
+optim_wrapper = dict(optimizer=dict(weight_decay=0.0001), paramwise_cfg=dict(_delete_=True))

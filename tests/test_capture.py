@@ -48,7 +48,12 @@ def _with_gaps(names, gaps):
     return [pytest.param(n, marks=pytest.mark.xfail(reason=gaps(n), strict=True)) if gaps(n) else n for n in names]
 
 
+_RAVLT_GAP = "RAVLT (issue 20) landed beside this work: its RoPE / RALA mixers are not scriptable / FX leaves yet"
+
+
 def _hybrid_gap(name):
+    if name.startswith("ravlt_"):
+        return _RAVLT_GAP
     return _HYBRID_GAP if name.startswith("hybrid_") else None
 
 

@@ -115,6 +115,11 @@ FAMILIES: dict[str, dict[str, str]] = {
         paper_ids="arXiv:2305.07027", origin_url="https://github.com/microsoft/Cream/tree/main/EfficientViT",
         license="mit", licence_source="timm's pretrained cfg", weights="GitHub release v1.0 of EfficientViT_Model_Zoo",
     ),
+    "ravlt": dict(
+        paper_name="Breaking the Low-Rank Dilemma of Linear Attention", paper_ids="arXiv:2411.07635",
+        origin_url="https://github.com/qhfan/RALA", license="other",
+        licence_source="qhfan/RALA has no LICENSE file", weights="the authors' Hugging Face repository aldjalkdf/RAVLT",
+    ),
     "hybrid": dict(
         paper_name="HybridNet: any registry mixer per stage (this repository; see docs/hybrids.md)", paper_ids="",
         origin_url="", license="apache-2.0",

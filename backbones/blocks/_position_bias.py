@@ -1,0 +1,145 @@
+"""Position-bias geometry of TransNeXt's aggregated / length-scaled attention, derived from the input size alone.
+
+The continuous position bias (CPB) of :mod:`backbones.blocks.aggregated_attention` is an MLP over log-spaced
+relative offsets between query pixels and pooled-key cells. Which offsets occur, how a bias table trained on the
+pre-training grid is interpolated to another grid, and each query's attention length scale depend only on
+(H, W, window, pool) sizes: they are computed here once per size (``lru_cache``) and gathered by the mixers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _pair(value: int | tuple[int, int] | None, name: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
+    return pair
+
+
+def _inverse_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry: computed once per size on the CPU (values are needed; explicit device="cpu" so that a default device
+# such as "meta" does not apply) in float64, cached per device, cast on use.
+
+
+def cpb_coords(delta: Tensor) -> Tensor:
+    """Log-spaced CPB input from offsets already scaled to +-8 at the pre-training size."""
+    return torch.sign(delta) * torch.log2(delta.abs() + 1.0) / 3.0
+
+
+def _axis_offsets(n_query: int, n_key: int, pretrain: int) -> Tensor:
+    """(n_query, n_key) offsets along one axis between query pixels and pooled-key centroids, scaled to +-8."""
+    query = torch.arange(n_query, dtype=torch.float64, device="cpu")
+    # A pooled key sits at the mean index of the pixels its adaptive-average-pool bin covers.
+    key = F.adaptive_avg_pool1d(query[None], n_key)[0]
+    return (query[:, None] - key[None, :]) / max(pretrain - 1, 1) * 8
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor]:
+    """Input indices and weights (n_out, 2) of PyTorch's linear resize (align_corners=False) from n_in to n_out."""
+    eye = torch.eye(n_in, dtype=torch.float64, device="cpu")
+    matrix = F.interpolate(eye[None], size=n_out, mode="linear")[0]  # (in, out)
+    weight, index = matrix.t().topk(min(2, n_in), dim=-1)
+    return index, weight
+
+
+def _axis_plan(n_query: int, n_key: int, pretrain: int, ref: tuple[int, int] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Distinct offsets (U,) along one axis, and per (query, key) the table indices and weights (n_q, n_k, T).
+
+    Without ``ref`` every pair reads one table entry. With ``ref = (ref_query, ref_key)`` the table belongs to the
+    reference grid and each pair mixes the entries its bilinear taps (2 over queries x 2 over keys) point at.
+    """
+    if ref is None:
+        values, index = torch.unique(_axis_offsets(n_query, n_key, pretrain), return_inverse=True)
+        return values, index[..., None], torch.ones(n_query, n_key, 1, dtype=torch.float64, device="cpu")
+    values, ref_index = torch.unique(_axis_offsets(ref[0], ref[1], pretrain), return_inverse=True)
+    q_idx, q_w = _linear_taps(ref[0], n_query)
+    k_idx, k_w = _linear_taps(ref[1], n_key)
+    index = ref_index[q_idx[:, None, :, None], k_idx[None, :, None, :]].flatten(2)  # (n_q, n_k, taps)
+    weight = (q_w[:, None, :, None] * k_w[None, :, None, :]).flatten(2)
+    used = (weight != 0).flatten(0, 1).any(0)  # drop taps that are zero everywhere (e.g. no resize on an axis)
+    index, weight = index[..., used], weight[..., used]
+    # Keep only the table entries some tap reads: a map smaller than the reference reads few of them.
+    entries, index = torch.unique(index, return_inverse=True)
+    return values[entries], index, weight
+
+
+class _BiasPlan(NamedTuple):
+    table: Tensor  # (Uh * Uw, 2) log-spaced MLP input, rows (dh, dw) in row-major (Uh, Uw) order
+    shape: tuple[int, int]  # (Uh, Uw)
+    index_h: Tensor  # (H, Hk, T) long
+    weight_h: Tensor  # (H, Hk, T)
+    index_w: Tensor  # (W, Wk, S) long
+    weight_w: Tensor  # (W, Wk, S)
+
+
+@functools.lru_cache(maxsize=128)
+def _bias_plan(
+    query: tuple[int, int],
+    key: tuple[int, int],
+    pretrain: tuple[int, int],
+    ref_query: tuple[int, int] | None,
+    ref_key: tuple[int, int] | None,
+    device: torch.device,
+) -> _BiasPlan:
+    with torch.inference_mode(False), torch.no_grad():
+        axes = []
+        for a in range(2):
+            ref = None if ref_query is None else (ref_query[a], ref_key[a])
+            axes.append(_axis_plan(query[a], key[a], pretrain[a], ref))
+        (vh, ih, wh), (vw, iw, ww) = axes
+        # The set of (dh, dw) pairs is the product of the per-axis sets (every combination occurs), so this is
+        # the official de-duplicated table, in the same (lexicographic) row order.
+        table = cpb_coords(torch.stack(torch.meshgrid(vh, vw, indexing="ij"), dim=-1).reshape(-1, 2))
+        plan = _BiasPlan(table, (len(vh), len(vw)), ih, wh, iw, ww)
+        return _BiasPlan(*(t.to(device) if isinstance(t, Tensor) else t for t in plan))
+
+
+@functools.lru_cache(maxsize=128)
+def _length_scale(height: int, width: int, window_size: int, num_pooled: int, device: torch.device) -> Tensor:
+    """(H, W, 1, 1) ln(number of in-map window positions + pooled keys) per pixel (float64)."""
+    with torch.inference_mode(False), torch.no_grad():
+        pad = window_size // 2
+
+        def valid(n: int) -> Tensor:
+            i = torch.arange(n, device="cpu")
+            return (i.clamp(max=pad) + (n - 1 - i).clamp(max=pad) + 1).clamp(max=window_size)
+
+        count = valid(height)[:, None] * valid(width)[None, :]
+        return torch.log(count.double() + num_pooled).view(height, width, 1, 1).to(device)
+
+
+def _gather_bias(values: Tensor, plan: _BiasPlan) -> Tensor:
+    """(heads, H * W, Hk * Wk) bias from the MLP output on the table, ``values`` (heads, Uh, Uw)."""
+    heads = values.shape[0]
+    height, key_h, taps_h = plan.index_h.shape
+    width, key_w, taps_w = plan.index_w.shape
+    col_index = plan.index_w.permute(2, 0, 1).unsqueeze(-2)  # (S, W, 1, Wk)
+    if taps_h == 1 and taps_w == 1:
+        bias = values[:, plan.index_h[:, None, :, None, 0], col_index[0]]  # (heads, H, W, Hk, Wk)
+    else:
+        rows = values[:, plan.index_h]  # (heads, H, Hk, T, Uw)
+        rows = (rows * plan.weight_h[..., None].to(values.dtype)).sum(3) if taps_h > 1 else rows[:, :, :, 0]
+        q_idx = torch.arange(height, device=values.device).view(height, 1, 1, 1)
+        k_idx = torch.arange(key_h, device=values.device).view(1, 1, key_h, 1)
+        col_weight = plan.weight_w.permute(2, 0, 1).unsqueeze(-2).to(values.dtype)  # (S, W, 1, Wk)
+        bias = None
+        for s in range(taps_w):
+            term = rows[:, q_idx, k_idx, col_index[s]]  # (heads, H, W, Hk, Wk)
+            if taps_w > 1:
+                term = term * col_weight[s]
+            bias = term if bias is None else bias + term
+    return bias.reshape(heads, height * width, key_h * key_w)

@@ -20,6 +20,7 @@ __all__ = [
     "load_state_dict_checked",
     "per_stage",
     "rename_key",
+    "stage_group_matcher",
     "unwrap_state_dict",
 ]
 
@@ -68,6 +69,18 @@ def per_stage(value: Any, num_stages: int, name: str, model: str) -> tuple:
     if len(values) != num_stages:
         raise ValueError(f"{model}: {name} needs one value per stage ({num_stages}), got {values!r}")
     return values
+
+
+def stage_group_matcher(coarse: bool, final: str = "norm") -> dict[str, Any]:
+    """timm's ``group_matcher`` for ``stem`` -> ``stages.N`` (``downsample`` then ``blocks.M``) -> ``final``.
+
+    ``final`` is the module after the last stage (``norm``, ``norm_pre``, ``conv_head``), grouped last.
+    """
+    last = (rf"^{final}", (99999,))
+    if coarse:
+        return dict(stem=r"^stem", blocks=[(r"^stages\.(\d+)", None), last])
+    blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None), last]
+    return dict(stem=r"^stem", blocks=blocks)
 
 
 def rename_key(key: str, rules: Sequence[tuple[str, str]]) -> str:

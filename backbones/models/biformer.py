@@ -44,6 +44,7 @@ from ._common import (
     drop_absent_classifier,
     load_checkpoint,
     rename_key,
+    stage_group_matcher,
     unwrap_state_dict,
 )
 
@@ -326,15 +327,7 @@ class BiFormer(StagedModelMixin, nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        if coarse:
-            blocks = [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
-        else:
-            blocks = [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ]
-        return dict(stem=r"^stem", blocks=blocks)
+        return stage_group_matcher(coarse)
 
     def load_pretrained(self, checkpoint_path: str) -> None:
         """Load released weights (timm ``custom_load``); a classifier of another size keeps its initialisation."""

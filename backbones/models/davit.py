@@ -51,7 +51,7 @@ from ..blocks._windows import pad_to_multiple
 from ..blocks.channel_attention import ChannelAttention
 from ..blocks.conv_pos_enc import ConvPosEnc
 from ..blocks.window_attention import WindowAttention
-from ._common import StagedModelMixin, check_input, rename_key, unwrap_state_dict
+from ._common import StagedModelMixin, check_input, rename_key, stage_group_matcher, unwrap_state_dict
 
 __all__ = [
     "DaVit",
@@ -376,15 +376,7 @@ class DaVit(StagedModelMixin, nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        if coarse:
-            blocks = [(r"^stages\.(\d+)", None), (r"^norm_pre", (99999,))]
-        else:
-            blocks = [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^norm_pre", (99999,)),
-            ]
-        return dict(stem=r"^stem", blocks=blocks)
+        return stage_group_matcher(coarse, "norm_pre")
 
     def _run_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():

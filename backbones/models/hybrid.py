@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .._registry import register_model
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
 from ..blocks.mixer_registry import create_mixer, list_mixers, mixer_info
-from ._common import StagedModelMixin, check_input, per_stage
+from ._common import StagedModelMixin, check_input, per_stage, stage_group_matcher
 
 __all__ = [
     "HybridNet",
@@ -334,15 +334,7 @@ class HybridNet(StagedModelMixin, nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        if coarse:
-            blocks = [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
-        else:
-            blocks = [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ]
-        return dict(stem=r"^stem", blocks=blocks)
+        return stage_group_matcher(coarse)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Final features, NCHW (a view of the channels-last map)."""

@@ -54,6 +54,7 @@ from ._common import (
     load_checkpoint,
     per_stage,
     rename_key,
+    stage_group_matcher,
     unwrap_state_dict,
 )
 
@@ -306,15 +307,7 @@ class LITv2(StagedModelMixin, nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        if coarse:
-            blocks = [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
-        else:
-            blocks = [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ]
-        return dict(stem=r"^stem", blocks=blocks)
+        return stage_group_matcher(coarse)
 
     def load_pretrained(self, checkpoint_path: str) -> None:
         """Load a released ziplab/LITv2 file (timm ``custom_load``); a classifier of another size keeps its init,

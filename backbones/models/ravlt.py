@@ -40,7 +40,15 @@ from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.mixer_registry import create_mixer
 from ..blocks.rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention, rope_2d
-from ._common import StagedModelMixin, check_input, drop_absent_classifier, per_stage, rename_key, unwrap_state_dict
+from ._common import (
+    StagedModelMixin,
+    check_input,
+    drop_absent_classifier,
+    per_stage,
+    rename_key,
+    stage_group_matcher,
+    unwrap_state_dict,
+)
 
 __all__ = ["RAVLT", "checkpoint_filter_fn", "ravlt_t", "ravlt_s", "ravlt_b", "ravlt_l"]
 
@@ -292,15 +300,7 @@ class RAVLT(StagedModelMixin, nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        if coarse:
-            blocks = [(r"^stages\.(\d+)", None), (r"^conv_head", (99999,))]
-        else:
-            blocks = [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^conv_head", (99999,)),
-            ]
-        return dict(stem=r"^stem", blocks=blocks)
+        return stage_group_matcher(coarse, "conv_head")
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True

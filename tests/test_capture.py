@@ -36,20 +36,10 @@ FAMILY_MODELS = [
 # The hybrids (issue 19) landed beside this work: their baseline / ablation mixers are not scriptable yet (f-strings
 # on shapes in their checks, list comprehensions of unknown length) nor FX leaves (shape control flow).
 _HYBRID_GAP = "hybrid mixers (blocks/baseline_mixers.py, ablation_mixers.py) not yet scriptable / FX-traceable"
-_COMPILE_GAP = {
-    "halonet26t": "compiled training step: fused attention path vs eager's memory-light autograd function differ "
-    "by up to 3.5e-5 abs in one gradient (BatchNorm training mode, batch 2); not yet analysed",
-    "halonet_h0": "compiled training step: a gradient differs by up to 1.9e-4 abs / 4% rel from eager; "
-    "not yet analysed",
-}
 
 
 # Slow capture paths that still fail on CPU with torch 2.15 (not run: each costs minutes; recorded on issue 16).
 _INDUCTOR_GAP = {
-    "efficientvit_m0": "inductor training step: gradient 0 differs from eager beyond rtol 1e-4 / atol 1e-5",
-    "halonet26t": "inductor training step: gradient 0 differs from eager beyond rtol 1e-4 / atol 1e-5",
-    "halonet_h0": "inductor training step: gradient 0 differs from eager beyond rtol 1e-4 / atol 1e-5",
-    "litv2_small": "inductor training step: gradient 0 differs from eager beyond rtol 1e-4 / atol 1e-5",
     "transnext_micro": "InductorError: For u6*u7, expected [u6, u7] to have been codegen-ed (unbacked sizes)",
 }
 _EXPORT_DYNAMIC_GAP = {
@@ -118,6 +108,26 @@ def _assert_grads_close(actual: list, expected: list, what: str) -> None:
             assert a is None, f"{what}: gradient {i} exists only in the capture"
             continue
         _assert_close(a, e, f"{what}, gradient {i}", rtol=1e-4, atol=1e-5)
+
+
+def _assert_grads_as_accurate(actual: list, eager: list, exact: list, what: str) -> None:
+    """Captured fp32 gradients are as close to the exact (float64 eager) ones as eager fp32's, within 4x.
+
+    A training step through BatchNorm in training mode amplifies fp32 rounding: the captured and the eager
+    gradients then differ from each other by a few 1e-5 of their largest entry, and from the float64 ones by as
+    much (measured on HaloNet and EfficientViT, where a compiled graph only reorders the sums). A lost term or a
+    wrong backward formula is far outside 4x eager's own rounding plus 1e-6 of the largest gradient.
+    """
+    floor = 1e-6 * max(r.abs().max().item() for r in exact if r is not None)
+    for i, (a, e, r) in enumerate(zip(actual, eager, exact)):
+        if r is None:
+            assert a is None and e is None, f"{what}: gradient {i} exists only in the capture or only in eager"
+            continue
+        err, err_eager = (a.double() - r).abs().max().item(), (e.double() - r).abs().max().item()
+        assert err <= 4 * err_eager + floor, (
+            f"{what}, gradient {i} {tuple(r.shape)}: max abs error {err:.2e} against float64 eager, fp32 eager's "
+            f"{err_eager:.2e} (largest entry {r.abs().max().item():.2e}, allowed 4x eager + {floor:.1e})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- TorchScript
@@ -203,13 +213,18 @@ def _compile_matches_eager(name: str, sizes, backend: str) -> None:
             _assert_close(compiled(x), model(x), f"{name} compiled ({backend}) at {size}", rtol=1e-4, atol=1e-5)
     # a training step: BatchNorm in training mode, gradients of every parameter (fresh instances: the step
     # updates BatchNorm statistics)
-    eager, train = _build(name).train(), _build(name).train()
+    eager, exact, train = _build(name).train(), _build(name).double().train(), _build(name).train()
     train_compiled = torch.compile(train, fullgraph=True, backend=backend, dynamic=False)
     x = torch.randn(2, 3, *sizes[-1])
-    _assert_grads_close(_grads(train_compiled, train, x), _grads(eager, eager, x), f"{name} compiled training step")
+    _assert_grads_as_accurate(
+        _grads(train_compiled, train, x),
+        _grads(eager, eager, x),
+        _grads(exact, exact, x.double()),
+        f"{name} compiled ({backend}) training step",
+    )
 
 
-@pytest.mark.parametrize("name", _with_gaps(FAMILY_MODELS, _COMPILE_GAP.get))
+@pytest.mark.parametrize("name", FAMILY_MODELS)
 def test_compile_fullgraph_matches_eager(name):
     _compile_matches_eager(name, SMALL_SIZES, "eager")
 

@@ -8,6 +8,8 @@ Layout is channels-last: maps are (B, H, W, C). With window (wh, ww) and H, W mu
 
 ``pad_to_multiple`` zero-pads right and bottom only (top-left content keeps its coordinates, so cropping back is
 ``x[:, :H, :W]``). It works for channels-last (B, H, W, C) and channels-first (B, C, H, W) maps.
+``avg_pool_ceil`` is ``F.avg_pool2d(x, s, s, ceil_mode=True)`` (a border window is the mean of the real pixels it
+covers) in a form every backend gets right.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import Tensor
 
-__all__ = ["is_compiling", "pad_to_multiple", "window_partition", "window_reverse", "to_2tuple_int"]
+__all__ = ["avg_pool_ceil", "is_compiling", "pad_to_multiple", "window_partition", "window_reverse", "to_2tuple_int"]
 
 
 def is_compiling() -> bool:
@@ -84,3 +86,19 @@ def window_reverse(windows: Tensor, window_size: tuple[int, int], height: int, w
     c = windows.shape[-1]
     x = windows.view(-1, height // wh, width // ww, wh, ww, c)  # (B, nWh, nWw, wh, ww, C)
     return x.transpose(2, 3).reshape(-1, height, width, c)
+
+
+@register_notrace_function  # reason: the no-padding shortcut is control flow on the input size
+def avg_pool_ceil(x: Tensor, s: int) -> Tensor:
+    """s x s, stride-s mean pooling of a (B, C, H, W) map with partial border windows (ceil mode), any H and W.
+
+    The numbers of ``F.avg_pool2d(x, s, s, ceil_mode=True)``, written as the zero-padded mean divided by the share
+    of each window that is real: inductor's ceil-mode backward divides the border windows by s * s
+    (pytorch/pytorch#198119, open in torch 2.15), and ONNX AveragePool's ceil mode counts them differently.
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    pooled = F.avg_pool2d(pad_to_multiple(x, s, channels_last=False), s, s)
+    if is_compiling() or h % s != 0 or w % s != 0:
+        real = torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device)
+        pooled = pooled / F.avg_pool2d(pad_to_multiple(real, s, channels_last=False), s, s)
+    return pooled

@@ -45,6 +45,7 @@ from timm.layers import make_divisible, register_notrace_module, trunc_normal_
 from torch import Tensor, nn
 
 from ..kernels import select
+from ._windows import avg_pool_ceil
 
 __all__ = ["HaloAttention"]
 
@@ -303,5 +304,5 @@ class HaloAttention(nn.Module):
         out = out.reshape(B, heads, nh, nw, bq, bq, d_v).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, heads * d_v, nh * bq, nw * bq)
         if self.avg_pool:
-            return F.avg_pool2d(out[:, :, :H, :W], 2, ceil_mode=True)
+            return avg_pool_ceil(out[:, :, :H, :W], 2)
         return out[:, :, : math.ceil(H / self.query_stride), : math.ceil(W / self.query_stride)]

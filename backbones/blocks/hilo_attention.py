@@ -39,7 +39,7 @@ from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from ._checks import check_shape
-from ._windows import pad_to_multiple, window_partition, window_reverse
+from ._windows import avg_pool_ceil, pad_to_multiple, window_partition, window_reverse
 
 __all__ = ["HiLoAttention"]
 
@@ -138,9 +138,8 @@ class HiLoAttention(nn.Module):
         q = self.lofi_q(x).view(b, h * w, heads, d).transpose(1, 2)  # (B, heads, N, d)
         if s > 1:
             x = x.permute(0, 3, 1, 2)  # NCHW view for the pooling
-            if self.mask_padding:
-                # ceil_mode without padding: a border window is divided by the number of real pixels it covers
-                x = F.avg_pool2d(x, s, s, ceil_mode=True)
+            if self.mask_padding:  # a border window is the mean of the real pixels it covers
+                x = avg_pool_ceil(x, s)
             else:
                 x = F.avg_pool2d(pad_to_multiple(x, s, channels_last=False), s, s)
             x = x.permute(0, 2, 3, 1)  # (B, ceil(H/s), ceil(W/s), C)

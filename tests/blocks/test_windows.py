@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backbones.blocks._windows import pad_to_multiple, to_2tuple_int, window_partition, window_reverse
+from backbones.blocks._windows import avg_pool_ceil, pad_to_multiple, to_2tuple_int, window_partition, window_reverse
 
 
 @pytest.mark.parametrize("hw", [(7, 7), (9, 13), (1, 2), (14, 21)])
@@ -49,3 +49,28 @@ def test_window_partition_order_and_inverse(window):
 def test_bad_window_size_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="window_size must be"):
         to_2tuple_int(bad)
+
+
+@pytest.mark.parametrize("size", [(13, 17), (12, 16), (1, 5)])
+@pytest.mark.parametrize("s", [2, 3])
+def test_avg_pool_ceil_is_ceil_mode_mean_of_real_pixels(size, s):
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    h, w = size
+    expected = torch.empty(2, 3, -(-h // s), -(-w // s), dtype=torch.float64)
+    for i in range(expected.shape[2]):  # naive: the mean of the real pixels of every window
+        for j in range(expected.shape[3]):
+            expected[:, :, i, j] = x[:, :, i * s : (i + 1) * s, j * s : (j + 1) * s].mean((-2, -1))
+    torch.testing.assert_close(avg_pool_ceil(x, s), expected)
+
+
+def test_avg_pool_ceil_compiled_backward_matches_eager():
+    """The reason the helper exists: inductor's ceil_mode avg_pool2d backward is wrong at the border windows."""
+    x = torch.randn(1, 2, 7, 9)
+
+    def grad(fn):
+        t = x.clone().requires_grad_()
+        return torch.autograd.grad(fn(t).square().sum(), t)[0]
+
+    expected = grad(lambda t: torch.nn.functional.avg_pool2d(t, 2, 2, ceil_mode=True))
+    torch._dynamo.reset()
+    torch.testing.assert_close(grad(torch.compile(lambda t: avg_pool_ceil(t, 2), backend="inductor")), expected)

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import Tensor
 
-__all__ = ["avg_pool_ceil", "is_compiling", "pad_to_multiple", "window_partition", "window_reverse", "to_2tuple_int"]
+__all__ = [
+    "avg_pool_ceil",
+    "is_compiling",
+    "pad_to_multiple",
+    "reshape_copy",
+    "window_partition",
+    "window_reverse",
+    "to_2tuple_int",
+]
 
 
 def is_compiling() -> bool:
@@ -32,6 +40,15 @@ def is_compiling() -> bool:
         return False
     else:
         return torch.compiler.is_compiling()
+
+
+def reshape_copy(x: Tensor, shape: list[int]) -> Tensor:
+    """``x.reshape(shape)`` for an ``x`` that reshape copies (a permuted view); under torch.compile / torch.export
+    always a contiguous copy then a view: reshape's view-or-copy choice reads the strides, which with a one-window
+    grid (a size-1 dimension) becomes a guard on the input size and fails a dynamic-shape export elsewhere."""
+    if is_compiling():
+        return x.clone(memory_format=torch.contiguous_format).view(shape)
+    return x.reshape(shape)
 
 
 def to_2tuple_int(value: int | tuple[int, int], name: str = "window_size") -> tuple[int, int]:
@@ -77,7 +94,7 @@ def window_partition(x: Tensor, window_size: tuple[int, int]) -> Tensor:
     b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     wh, ww = window_size
     x = x.view(b, h // wh, wh, w // ww, ww, c)  # (B, nWh, wh, nWw, ww, C)
-    return x.transpose(2, 3).reshape(-1, wh * ww, c)
+    return reshape_copy(x.transpose(2, 3), [-1, wh * ww, c])
 
 
 def window_reverse(windows: Tensor, window_size: tuple[int, int], height: int, width: int) -> Tensor:
@@ -85,7 +102,7 @@ def window_reverse(windows: Tensor, window_size: tuple[int, int], height: int, w
     wh, ww = window_size
     c = windows.shape[-1]
     x = windows.view(-1, height // wh, width // ww, wh, ww, c)  # (B, nWh, nWw, wh, ww, C)
-    return x.transpose(2, 3).reshape(-1, height, width, c)
+    return reshape_copy(x.transpose(2, 3), [-1, height, width, c])
 
 
 @register_notrace_function  # reason: the no-padding shortcut is control flow on the input size

@@ -17,12 +17,13 @@ Shapes: input and output (B, H, W, C), channels-last. State-dict keys ``qkv`` an
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from timm.layers import use_fused_attn
 from torch import Tensor, nn
 
 from ._checks import check_shape
-from ._windows import pad_to_multiple, to_2tuple_int, window_partition
+from ._windows import is_compiling, pad_to_multiple, reshape_copy, to_2tuple_int, window_partition
 
 __all__ = ["WindowAttention"]
 
@@ -32,7 +33,7 @@ def _merge_heads_and_windows(x: Tensor, batch: int, window_size: tuple[int, int]
     wh, ww = window_size
     heads, d = x.shape[1], x.shape[3]
     x = x.view(batch, height // wh, width // ww, heads, wh, ww, d)
-    return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, height, width, heads * d)
+    return reshape_copy(x.permute(0, 1, 4, 2, 5, 3, 6), [batch, height, width, heads * d])
 
 
 class WindowAttention(nn.Module):
@@ -90,5 +91,7 @@ class WindowAttention(nn.Module):
         x = _merge_heads_and_windows(x, b, self.window_size, hp, wp)  # (B, Hp, Wp, C), one copy
         # a view of all of x when nothing was padded: no size test, so one captured graph serves every size
         x = x.narrow(1, 0, h).narrow(2, 0, w)
+        if is_compiling():  # a fresh copy: the crop's strides would make proj guard on "nothing padded" (export)
+            x = x.clone(memory_format=torch.contiguous_format)
         # proj is per token, so it runs after the crop and skips the padded tokens
         return self.proj_drop(self.proj(x))

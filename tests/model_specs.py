@@ -81,6 +81,14 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "ravlt_s": (25_591_208, "qhfan/RALA README RAVLT-S 26M; official RAVLT_S 25,591,208"),
     "ravlt_b": (48_241_288, "qhfan/RALA README RAVLT-B 48M; official RAVLT_B 48,241,288"),
     "ravlt_l": (95_242_440, "qhfan/RALA README RAVLT-L 95M; official RAVLT_L 95,242,440"),
+    # Agent-PVT / Agent-Swin: LeapLabTHU/Agent-Attention README 11.6M / 20.6M / 35.9M / 48.7M and 29M / 50M / 88M;
+    # exact counts of the official classes (agent_transformer/models/agent_{pvt,swin}.py at 207ce3e, built from the
+    # fetched snapshot on the meta device with the released configs agent_num 9-16-49-49, attn types AAAA / AAAB /
+    # AABB / AAMB2).
+    "agent_pvt_tiny": (11_570_352, "Agent-Attention README Agent-PVT-T 11.6M; official agent_pvt_tiny 11,570,352"),
+    "agent_pvt_small": (20_635_066, "Agent-Attention README Agent-PVT-S 20.6M; official agent_pvt_small 20,635,066"),
+    "agent_pvt_medium": (35_921_746, "Agent-Attention README Agent-PVT-M 35.9M; official agent_pvt_medium 35,921,746"),
+    "agent_pvt_large": (48_738_180, "Agent-Attention README Agent-PVT-L 48.7M; official agent_pvt_large 48,738,180"),
 }
 
 
@@ -160,6 +168,8 @@ SMALL_KWARGS: dict[str, dict] = {
     r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4)),
     # RAVLT: heads of 16 channels (a multiple of 4 for the 2-D RoPE), linear stages 1-2, softmax stages 3-4.
     r"ravlt_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4), head_hidden_size=96),
+    # Agent-PVT: heads of 8 channels (16 / 2, ...), the released agent counts and 224 grids.
+    r"agent_pvt_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(2, 4, 6, 8)),
     # HybridNet: heads of 8 channels; two blocks in stage 3 so that interleaved layouts keep both mixers.
     r"hybrid_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=8),
 }

@@ -39,6 +39,13 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
     "transnext_tiny": (84.0, "DaiShiResearch/TransNeXt README"),
     "transnext_small": (84.7, "DaiShiResearch/TransNeXt README (86.0 at 384: transnext_small.in1k_384)"),
     "transnext_base": (84.8, "DaiShiResearch/TransNeXt README (86.2 at 384: transnext_base.in1k_384)"),
+    "agent_pvt_tiny": (78.4, "LeapLabTHU/Agent-Attention README"),
+    "agent_pvt_small": (82.2, "LeapLabTHU/Agent-Attention README"),
+    "agent_pvt_medium": (83.4, "LeapLabTHU/Agent-Attention README (83.8 at 256: agent_pvt_medium.in1k_256)"),
+    "agent_pvt_large": (83.7, "LeapLabTHU/Agent-Attention README"),
+    "agent_swin_tiny": (82.6, "LeapLabTHU/Agent-Attention README"),
+    "agent_swin_small": (83.7, "LeapLabTHU/Agent-Attention README (84.1 at 288: agent_swin_small.in1k_288)"),
+    "agent_swin_base": (84.0, "LeapLabTHU/Agent-Attention README (84.9 at 384: agent_swin_base.in1k_384)"),
     "ravlt_t": (82.8, "qhfan/RALA README"),
     "ravlt_s": (84.4, "qhfan/RALA README"),
     "ravlt_b": (85.5, "qhfan/RALA README"),
@@ -74,6 +81,9 @@ PUBLISHED_TOP1_BY_TAG: dict[str, tuple[float, str]] = {
     "litv2_base.in1k_384": (84.7, "ziplab/LITv2 README, 384"),
     "transnext_small.in1k_384": (86.0, "DaiShiResearch/TransNeXt README, 384"),
     "transnext_base.in1k_384": (86.2, "DaiShiResearch/TransNeXt README, 384"),
+    "agent_pvt_medium.in1k_256": (83.8, "LeapLabTHU/Agent-Attention README, 256"),
+    "agent_swin_small.in1k_288": (84.1, "LeapLabTHU/Agent-Attention README, 288"),
+    "agent_swin_base.in1k_384": (84.9, "LeapLabTHU/Agent-Attention README, 384"),
 }
 
 # family module -> paper, official repository and licence (the repository's LICENSE / timm's pretrained cfg) and
@@ -115,6 +125,18 @@ FAMILIES: dict[str, dict[str, str]] = {
         paper_ids="arXiv:2305.07027", origin_url="https://github.com/microsoft/Cream/tree/main/EfficientViT",
         license="mit", licence_source="timm's pretrained cfg", weights="GitHub release v1.0 of EfficientViT_Model_Zoo",
     ),
+    "agent_pvt": dict(
+        paper_name="Agent Attention: On the Integration of Softmax and Linear Attention", paper_ids="arXiv:2312.08874",
+        origin_url="https://github.com/LeapLabTHU/Agent-Attention", license="other",
+        licence_source="LeapLabTHU/Agent-Attention has no LICENSE file",
+        weights="TsinghuaCloud links of the LeapLabTHU/Agent-Attention README",
+    ),
+    "agent_swin": dict(
+        paper_name="Agent Attention: On the Integration of Softmax and Linear Attention", paper_ids="arXiv:2312.08874",
+        origin_url="https://github.com/LeapLabTHU/Agent-Attention", license="other",
+        licence_source="LeapLabTHU/Agent-Attention has no LICENSE file",
+        weights="TsinghuaCloud links of the LeapLabTHU/Agent-Attention README",
+    ),
     "ravlt": dict(
         paper_name="Breaking the Low-Rank Dilemma of Linear Attention", paper_ids="arXiv:2411.07635",
         origin_url="https://github.com/qhfan/RALA", license="other",
@@ -148,7 +170,8 @@ def _source_cell(cfg: dict) -> str:
     if url:
         url = url[0] if isinstance(url, (tuple, list)) else url
         host = ("OneDrive" if "onedrive" in url else "Azure blob (retired)" if "windows.net" in url
-                else "Hugging Face" if "huggingface.co" in url else "GitHub release" if "github.com" in url else "URL")
+                else "Hugging Face" if "huggingface.co" in url else "GitHub release" if "github.com" in url
+                else "TsinghuaCloud" if "cloud.tsinghua.edu.cn" in url else "URL")
         return f"[{host}]({url})"
     if cfg.get("hf_hub_id", "").startswith("microsoft/Florence-2"):
         return f"[{cfg['hf_hub_id']}](https://huggingface.co/{cfg['hf_hub_id']}) (full Florence-2 checkpoint)"

@@ -62,9 +62,14 @@ def _with_gaps(names, gaps):
 _RAVLT_GAP = "RAVLT (issue 20) landed beside this work: its RoPE / RALA mixers are not scriptable / FX leaves yet"
 
 
+_AGENT_GAP = "Agent-PVT (issue 20) landed beside this work: not yet scriptable / FX-traceable"
+
+
 def _hybrid_gap(name):
     if name.startswith("ravlt_"):
         return _RAVLT_GAP
+    if name.startswith("agent_"):
+        return _AGENT_GAP
     return _HYBRID_GAP if name.startswith("hybrid_") else None
 
 

@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from timm.layers import register_notrace_function
+from timm.layers import register_notrace_function, trunc_normal_
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 __all__ = [
+    "init_linear_trunc_normal",
     "ClassifierHeadMixin",
     "StagedModelMixin",
     "check_input",
@@ -81,6 +82,15 @@ def stage_group_matcher(coarse: bool, final: str = "norm") -> dict[str, Any]:
         return dict(stem=r"^stem", blocks=[(r"^stages\.(\d+)", None), last])
     blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None), last]
     return dict(stem=r"^stem", blocks=blocks)
+
+
+def init_linear_trunc_normal(module: nn.Module) -> None:
+    """``model.apply`` initialiser of the official codes of several families: every Linear weight trunc-normal(0.02)
+    with a zero bias; convolutions and norms keep PyTorch's defaults."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def rename_key(key: str, rules: Sequence[tuple[str, str]]) -> str:

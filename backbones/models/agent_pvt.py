@@ -38,7 +38,15 @@ from .._bench import register_reference
 from .._registry import register_model
 from ..blocks._windows import pad_to_multiple
 from ..blocks.mixer_registry import create_mixer
-from ._common import StagedModelMixin, check_input, drop_absent_classifier, per_stage, rename_key, unwrap_state_dict
+from ._common import (
+    StagedModelMixin,
+    check_input,
+    drop_absent_classifier,
+    init_linear_trunc_normal,
+    per_stage,
+    rename_key,
+    unwrap_state_dict,
+)
 
 __all__ = ["AgentPVT", "checkpoint_filter_fn", "agent_pvt_tiny", "agent_pvt_small", "agent_pvt_medium",
            "agent_pvt_large"]  # fmt: skip
@@ -223,7 +231,7 @@ class AgentPVT(StagedModelMixin, nn.Module):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.head = ClassifierHead(embed_dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(_init_weights)
+        self.apply(init_linear_trunc_normal)  # as the official code
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -249,14 +257,6 @@ class AgentPVT(StagedModelMixin, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(module: nn.Module) -> None:
-    # As the official code: Linear weights trunc-normal(.02) with zero biases; convs keep PyTorch's default.
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 _OFFICIAL_RENAMES = (

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from torch import Tensor, nn
 
@@ -42,6 +42,7 @@ from ._common import (
     StagedModelMixin,
     check_input,
     drop_absent_classifier,
+    init_linear_trunc_normal,
     load_checkpoint,
     rename_key,
     stage_group_matcher,
@@ -323,7 +324,7 @@ class BiFormer(StagedModelMixin, nn.Module):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(_init_weights)
+        self.apply(init_linear_trunc_normal)  # as the official code
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -347,14 +348,6 @@ class BiFormer(StagedModelMixin, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(module: nn.Module) -> None:
-    # As the official code: Linear trunc-normal(.02) with zero bias; convs and norms keep PyTorch's init.
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 _OFFICIAL_RENAMES = (

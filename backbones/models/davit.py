@@ -41,7 +41,6 @@ from timm.layers import (
     calculate_drop_path_rates,
     get_norm_layer,
     register_notrace_function,
-    trunc_normal_,
 )
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs
 from torch import Tensor, nn
@@ -51,7 +50,14 @@ from ..blocks._windows import pad_to_multiple
 from ..blocks.channel_attention import ChannelAttention
 from ..blocks.conv_pos_enc import ConvPosEnc
 from ..blocks.window_attention import WindowAttention
-from ._common import StagedModelMixin, check_input, rename_key, stage_group_matcher, unwrap_state_dict
+from ._common import (
+    StagedModelMixin,
+    check_input,
+    init_linear_trunc_normal,
+    rename_key,
+    stage_group_matcher,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "DaVit",
@@ -372,7 +378,7 @@ class DaVit(StagedModelMixin, nn.Module):
                 **dd,
             )
         self.head_hidden_size = self.head.num_features
-        self.apply(_init_weights)
+        self.apply(init_linear_trunc_normal)  # as timm
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -396,14 +402,6 @@ class DaVit(StagedModelMixin, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(module: nn.Module) -> None:
-    # as timm: only the linear layers are re-initialised; convs and norms keep PyTorch's defaults
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 # (pattern, replacement) applied in order to every key of an official dingmyu/davit checkpoint

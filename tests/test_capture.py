@@ -226,7 +226,6 @@ def test_compile_fullgraph_inductor_matches_eager(name):
 # The padded window/region sizes become guards on H and W (e.g. "0 <= 7 * ((h4 + 6) // 7) - h4", or "the last
 # stage holds exactly one window") that torch.export cannot prove for every size in the range.
 EXPORT_DYNAMIC_XFAIL: dict[str, str] = {
-    "transnext_micro": "data-dependent sizes: the position-bias plan uses torch.unique on the offsets",
 }
 
 

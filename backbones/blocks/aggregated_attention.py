@@ -49,6 +49,7 @@ from torch.autograd.function import once_differentiable
 from ..kernels import select
 from ._checks import check_shape
 from ._position_bias import _bias_plan, _gather_bias, _inverse_softplus, _length_scale, _pair, cpb_coords
+from ._windows import is_compiling
 
 __all__ = ["AggregatedAttention", "LengthScaledAttention", "PosBiasMode", "cpb_coords"]
 
@@ -473,7 +474,10 @@ class LengthScaledAttention(_CosineAttentionBase):
         n = height * width
         # qkv output channels are [q | k | v], each head-major (official layout).
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        scale = F.softplus(self.temperature) * math.log(n)  # (heads, 1, 1)
+        if is_compiling():  # ln N as a 0-d tensor: math.log would fix N to the example's (torch.export)
+            scale = F.softplus(self.temperature) * torch.full((), n, dtype=torch.float64, device=x.device).log()
+        else:
+            scale = F.softplus(self.temperature) * math.log(n)  # (heads, 1, 1)
         q = (F.normalize(q, dim=-1) + self.query_embedding) * scale.to(q.dtype)
         k = F.normalize(k, dim=-1).to(q.dtype)
         bias = self.position_bias(height, width).to(q.dtype)

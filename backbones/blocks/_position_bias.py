@@ -104,6 +104,16 @@ def is_symbolic(*sizes) -> bool:
     return any(isinstance(v, torch.SymInt) for v in sizes)
 
 
+def adaptive_pool_matrix(n_in, n_out, like: Tensor) -> Tensor:
+    """(n_out, n_in) matrix of adaptive average pooling along one axis: row j averages [floor(j n / m),
+    ceil((j + 1) n / m)) (PyTorch's bins), in ``like``'s dtype and device."""
+    i = torch.arange(n_in, device=like.device)
+    j = torch.arange(n_out, device=like.device)
+    start, end = j * n_in // n_out, ((j + 1) * n_in + n_out - 1) // n_out
+    inside = (i[None, :] >= start[:, None]) & (i[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
 class _BiasPlan(NamedTuple):
     table: Tensor  # (Uh * Uw, 2) log-spaced MLP input, rows (dh, dw) in row-major (Uh, Uw) order
     shape: tuple[int, int]  # (Uh, Uw)

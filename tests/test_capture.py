@@ -52,12 +52,9 @@ _INDUCTOR_GAP = {
     "litv2_small": "inductor training step: gradient 0 differs from eager beyond rtol 1e-4 / atol 1e-5",
     "transnext_micro": "InductorError: For u6*u7, expected [u6, u7] to have been codegen-ed (unbacked sizes)",
 }
-_EXPORT_DYNAMIC_GAP = {
-    "litv2_small": "runtime assertion Eq(2*(stage-4 size), stage-3 size) fails at 197x253 (deformable merging)",
-}
+_EXPORT_DYNAMIC_GAP: dict[str, str] = {}
 _ONNX_DYNAMIC_GAP = {
     "biformer_tiny": "ConversionError: the exported program does not convert to ONNX (step 3/3)",
-    "litv2_small": "max abs diff 3.8e-3 of the largest logit at 197x253 in onnxruntime",
 }
 
 

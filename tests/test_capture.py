@@ -53,9 +53,7 @@ _INDUCTOR_GAP = {
     "transnext_micro": "InductorError: For u6*u7, expected [u6, u7] to have been codegen-ed (unbacked sizes)",
 }
 _EXPORT_DYNAMIC_GAP: dict[str, str] = {}
-_ONNX_DYNAMIC_GAP = {
-    "biformer_tiny": "ConversionError: the exported program does not convert to ONNX (step 3/3)",
-}
+_ONNX_DYNAMIC_GAP: dict[str, str] = {}
 
 
 def _not_run_gaps(names, gaps):
@@ -239,11 +237,15 @@ def _export_dynamic(fn, *args, **kwargs):
         return fn(*args, dynamic_shapes={"x": dims}, **kwargs)
 
 
+# the export / ONNX cases also cover the newer families: RAVLT (issue 20) and a hybrid (issue 19)
+EXPORT_MODELS = [*FAMILY_MODELS, "hybrid_tiny", "ravlt_t"]
+
+
 def _dynamic_cases(extra=None):
-    return _not_run_gaps(FAMILY_MODELS, {**EXPORT_DYNAMIC_XFAIL, **(extra or {})})
+    return _not_run_gaps(EXPORT_MODELS, {**EXPORT_DYNAMIC_XFAIL, **(extra or {})})
 
 
-@pytest.mark.parametrize("name", FAMILY_MODELS)
+@pytest.mark.parametrize("name", EXPORT_MODELS)
 def test_export_static_matches_eager(name):
     model = _small(name)
     x = torch.randn(1, 3, *SMALL_SIZES[1])
@@ -301,6 +303,31 @@ def test_onnx_deformable_conv_maps_to_deformconv(tmp_path):
         )
     assert "DeformConv" in {node.op_type for node in program.model_proto.graph.node}
     _onnx_matches_eager(model, program, [SMALL_SIZES[1]], tmp_path / "litv2.onnx", "litv2_small ONNX")
+
+
+def test_onnx_stable_sort_maps_to_topk(tmp_path):
+    """BiFormer's routing sort (stable, descending) through ONNX TopK: tied values keep the lower index first."""
+    ort = pytest.importorskip("onnxruntime")
+    from backbones.onnx_ops import custom_translation_table
+
+    class Sort(torch.nn.Module):
+        def forward(self, x):
+            return torch.sort(x, dim=-1, descending=True, stable=True)[1]
+
+    x = torch.tensor([[[1.0, 3.0, 3.0, float("-inf"), 3.0, 0.0, float("-inf"), 1.0]]]).repeat(2, 3, 1)
+    x[1, 2] = 2.0  # all tied
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            Sort(), (x,), dynamo=True, custom_translation_table=custom_translation_table(), verbose=False
+        )
+    assert "TopK" in {node.op_type for node in program.model_proto.graph.node}
+    program.save(str(tmp_path / "sort.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "sort.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    # the stable order written out: by value descending, then by index ascending
+    expected = [sorted(range(8), key=lambda i, row=row: (-row[i], i)) for row in x.view(-1, 8).tolist()]
+    assert got.reshape(-1, 8).tolist() == expected
 
 
 @pytest.mark.slow

@@ -260,7 +260,7 @@ def export(model: nn.Module, x: torch.Tensor, args: argparse.Namespace, out: Pat
     sizes symbolic fails here with the source line that specialised them, and the program's runtime assertions
     (conditions on the sizes, which the ONNX graph does not carry) serve the checks of both formats."""
     try:
-        with warnings_quiet():
+        with warnings_quiet(), _size_oblivious(args.dynamic):
             program = torch.export.export(model, (x,), dynamic_shapes=_dynamic_shapes(args.dynamic))
     except Exception as e:
         raise ExportFailure(_describe_failure(e, args.model, model, args.format, "torch.export")) from e
@@ -273,11 +273,29 @@ def export(model: nn.Module, x: torch.Tensor, args: argparse.Namespace, out: Pat
     try:
         with warnings_quiet():
             onnx_program = torch.onnx.export(program, (x,), str(out), dynamo=True, opset_version=args.opset,
-                                             input_names=["image"], output_names=["output"], verbose=False)
+                                             input_names=["image"], output_names=["output"], verbose=False,
+                                             custom_translation_table=custom_translation_table())
     except Exception as e:
         raise ExportFailure(_describe_failure(e, args.model, model, "onnx", "the ONNX translation")) from e
     opset = next((o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return f"ONNX, opset {opset}", program
+
+
+def custom_translation_table() -> dict[Any, Any]:
+    """This repository's ONNX translations (torchvision::deform_conv2d, aten::sort.stable): backbones.onnx_ops."""
+    from backbones.onnx_ops import custom_translation_table as table
+
+    return table()
+
+
+def _size_oblivious(dynamic: bool) -> contextlib.AbstractContextManager:
+    """With --dynamic: a map side that is 1 at the example size (a one-window last stage) does not specialise the
+    program (torch's backed_size_oblivious)."""
+    if not dynamic:
+        return contextlib.nullcontext()
+    import torch.fx.experimental._config as fx_config
+
+    return fx_config.patch(backed_size_oblivious=True)
 
 
 @contextlib.contextmanager

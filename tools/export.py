@@ -214,9 +214,8 @@ def size_ranges(program: Any) -> dict[str, tuple[int, int | None]]:
     import sympy
 
     ranges: dict[str, tuple[int, int | None]] = {}
-    placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name not in
-                       program.graph_signature.inputs_to_parameters and n.name not in
-                       program.graph_signature.inputs_to_buffers)
+    image = program.graph_signature.user_inputs[0]  # not a parameter, buffer or lifted constant (RAVLT has those)
+    placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == image)
     shape = placeholder.meta["val"].shape
     for label, dim in (("H", shape[2]), ("W", shape[3])):
         if isinstance(dim, int):

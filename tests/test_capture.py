@@ -224,6 +224,8 @@ def test_compile_fullgraph_inductor_matches_eager(name):
 # bounds asserts of a crop (EfficientViT: the crop is a negative pad now); TransNeXt's torch.unique table and
 # math.log(N) were data-dependent / specialising; aten's adaptive-pool decomposition (ONNX) picks its form from the
 # example size (TransNeXt pools through bin matrices for symbolic sizes); ONNX has no aten::sort (BiFormer: TopK).
+# Open (not a test case): `tools/export.py transnext_micro --format onnx --dynamic --check` at full width did not
+# finish within 15 minutes on the 2-core CI-like machine (the reduced-width ONNX case here takes about 2); not analysed.
 EXPORT_DYNAMIC_XFAIL: dict[str, str] = {}
 
 

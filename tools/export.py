@@ -214,9 +214,8 @@ def size_ranges(program: Any) -> dict[str, tuple[int, int | None]]:
     import sympy
 
     ranges: dict[str, tuple[int, int | None]] = {}
-    placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name not in
-                       program.graph_signature.inputs_to_parameters and n.name not in
-                       program.graph_signature.inputs_to_buffers)
+    image = program.graph_signature.user_inputs[0]  # not a parameter, buffer or lifted constant (RAVLT has those)
+    placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == image)
     shape = placeholder.meta["val"].shape
     for label, dim in (("H", shape[2]), ("W", shape[3])):
         if isinstance(dim, int):
@@ -260,7 +259,7 @@ def export(model: nn.Module, x: torch.Tensor, args: argparse.Namespace, out: Pat
     sizes symbolic fails here with the source line that specialised them, and the program's runtime assertions
     (conditions on the sizes, which the ONNX graph does not carry) serve the checks of both formats."""
     try:
-        with warnings_quiet():
+        with warnings_quiet(), _size_oblivious(args.dynamic):
             program = torch.export.export(model, (x,), dynamic_shapes=_dynamic_shapes(args.dynamic))
     except Exception as e:
         raise ExportFailure(_describe_failure(e, args.model, model, args.format, "torch.export")) from e
@@ -273,11 +272,29 @@ def export(model: nn.Module, x: torch.Tensor, args: argparse.Namespace, out: Pat
     try:
         with warnings_quiet():
             onnx_program = torch.onnx.export(program, (x,), str(out), dynamo=True, opset_version=args.opset,
-                                             input_names=["image"], output_names=["output"], verbose=False)
+                                             input_names=["image"], output_names=["output"], verbose=False,
+                                             custom_translation_table=custom_translation_table())
     except Exception as e:
         raise ExportFailure(_describe_failure(e, args.model, model, "onnx", "the ONNX translation")) from e
     opset = next((o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return f"ONNX, opset {opset}", program
+
+
+def custom_translation_table() -> dict[Any, Any]:
+    """This repository's ONNX translations (torchvision::deform_conv2d, aten::sort.stable): backbones.onnx_ops."""
+    from backbones.onnx_ops import custom_translation_table as table
+
+    return table()
+
+
+def _size_oblivious(dynamic: bool) -> contextlib.AbstractContextManager:
+    """With --dynamic: a map side that is 1 at the example size (a one-window last stage) does not specialise the
+    program (torch's backed_size_oblivious)."""
+    if not dynamic:
+        return contextlib.nullcontext()
+    import torch.fx.experimental._config as fx_config
+
+    return fx_config.patch(backed_size_oblivious=True)
 
 
 @contextlib.contextmanager

@@ -77,6 +77,43 @@ def _axis_plan(n_query: int, n_key: int, pretrain: int, ref: tuple[int, int] | N
     return values[entries], index, weight
 
 
+def _axis_plan_symbolic(n_query, n_key, pretrain: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_axis_plan` without a reference grid, for symbolic sizes (torch.export with dynamic H, W).
+
+    ``torch.unique`` has a data-dependent length, so the table holds every half-integer offset between the
+    smallest and the largest that occur (a superset of the distinct ones: a pair reads the same offset, so the
+    same bias, as from the de-duplicated table). Doubled, the offset of query i to the centroid of adaptive-pool bin
+    j = [floor(j n / m), ceil((j + 1) n / m)) is the integer 2 i - start_j - end_j + 1; its extremes are
+    -(start_{m-1} + n - 1) (the first query and the last bin) and 2 n - 1 - end_0 (the last query and the first).
+    """
+    query = torch.arange(n_query, device="cpu")
+    bins = torch.arange(n_key, device="cpu")
+    start, end = bins * n_query // n_key, ((bins + 1) * n_query + n_key - 1) // n_key
+    doubled = 2 * query[:, None] - (start + end - 1)[None, :]  # (n_q, n_k)
+    lowest = -((n_key - 1) * n_query // n_key + n_query - 1)
+    highest = 2 * n_query - 1 - (n_query + n_key - 1) // n_key
+    # (lowest + k) / 2 in float64, then the same scaling as _axis_offsets: bit-identical table rows
+    values = (torch.arange(highest - lowest + 1, dtype=torch.float64, device="cpu") + lowest) / 2
+    values = values / max(pretrain - 1, 1) * 8
+    index = (doubled - lowest)[..., None]
+    return values, index, torch.ones(index.shape, dtype=torch.float64, device="cpu")
+
+
+def is_symbolic(*sizes) -> bool:
+    """Whether any size is a SymInt (torch.export / torch.compile with dynamic shapes): no cache, no unique."""
+    return any(isinstance(v, torch.SymInt) for v in sizes)
+
+
+def adaptive_pool_matrix(n_in, n_out, like: Tensor) -> Tensor:
+    """(n_out, n_in) matrix of adaptive average pooling along one axis: row j averages [floor(j n / m),
+    ceil((j + 1) n / m)) (PyTorch's bins), in ``like``'s dtype and device."""
+    i = torch.arange(n_in, device=like.device)
+    j = torch.arange(n_out, device=like.device)
+    start, end = j * n_in // n_out, ((j + 1) * n_in + n_out - 1) // n_out
+    inside = (i[None, :] >= start[:, None]) & (i[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
 class _BiasPlan(NamedTuple):
     table: Tensor  # (Uh * Uw, 2) log-spaced MLP input, rows (dh, dw) in row-major (Uh, Uw) order
     shape: tuple[int, int]  # (Uh, Uw)
@@ -86,8 +123,26 @@ class _BiasPlan(NamedTuple):
     weight_w: Tensor  # (W, Wk, S)
 
 
-@functools.lru_cache(maxsize=128)
 def _bias_plan(
+    query: tuple[int, int],
+    key: tuple[int, int],
+    pretrain: tuple[int, int],
+    ref_query: tuple[int, int] | None,
+    ref_key: tuple[int, int] | None,
+    device: torch.device,
+) -> _BiasPlan:
+    """The per-size plan: cached for concrete sizes, built in the traced graph for symbolic ones."""
+    if is_symbolic(*query, *key):
+        if ref_query is not None:
+            raise NotImplementedError(
+                "pos_bias_mode='interpolate' needs concrete sizes (torch.export with dynamic H and W: use "
+                "pos_bias_mode='extrapolate')"
+            )
+        return _build_bias_plan(query, key, pretrain, None, None, device)
+    return _cached_bias_plan(query, key, pretrain, ref_query, ref_key, device)
+
+
+def _build_bias_plan(
     query: tuple[int, int],
     key: tuple[int, int],
     pretrain: tuple[int, int],
@@ -99,18 +154,30 @@ def _bias_plan(
         axes = []
         for a in range(2):
             ref = None if ref_query is None else (ref_query[a], ref_key[a])
-            axes.append(_axis_plan(query[a], key[a], pretrain[a], ref))
+            if is_symbolic(query[a], key[a]):
+                axes.append(_axis_plan_symbolic(query[a], key[a], pretrain[a]))
+            else:
+                axes.append(_axis_plan(query[a], key[a], pretrain[a], ref))
         (vh, ih, wh), (vw, iw, ww) = axes
         # The set of (dh, dw) pairs is the product of the per-axis sets (every combination occurs), so this is
         # the official de-duplicated table, in the same (lexicographic) row order.
         table = cpb_coords(torch.stack(torch.meshgrid(vh, vw, indexing="ij"), dim=-1).reshape(-1, 2))
-        plan = _BiasPlan(table, (len(vh), len(vw)), ih, wh, iw, ww)
+        plan = _BiasPlan(table, (vh.shape[0], vw.shape[0]), ih, wh, iw, ww)
         return _BiasPlan(*(t.to(device) if isinstance(t, Tensor) else t for t in plan))
 
 
-@functools.lru_cache(maxsize=128)
+_cached_bias_plan = functools.lru_cache(maxsize=128)(_build_bias_plan)
+
+
 def _length_scale(height: int, width: int, window_size: int, num_pooled: int, device: torch.device) -> Tensor:
-    """(H, W, 1, 1) ln(number of in-map window positions + pooled keys) per pixel (float64)."""
+    """(H, W, 1, 1) ln(number of in-map window positions + pooled keys) per pixel (float64); cached for concrete
+    sizes."""
+    if is_symbolic(height, width, num_pooled):
+        return _build_length_scale(height, width, window_size, num_pooled, device)
+    return _cached_length_scale(height, width, window_size, num_pooled, device)
+
+
+def _build_length_scale(height: int, width: int, window_size: int, num_pooled: int, device: torch.device) -> Tensor:
     with torch.inference_mode(False), torch.no_grad():
         pad = window_size // 2
 
@@ -120,6 +187,9 @@ def _length_scale(height: int, width: int, window_size: int, num_pooled: int, de
 
         count = valid(height)[:, None] * valid(width)[None, :]
         return torch.log(count.double() + num_pooled).view(height, width, 1, 1).to(device)
+
+
+_cached_length_scale = functools.lru_cache(maxsize=128)(_build_length_scale)
 
 
 def _gather_bias(values: Tensor, plan: _BiasPlan) -> Tensor:

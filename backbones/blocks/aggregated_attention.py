@@ -48,7 +48,17 @@ from torch.autograd.function import once_differentiable
 
 from ..kernels import select
 from ._checks import check_shape
-from ._position_bias import _bias_plan, _gather_bias, _inverse_softplus, _length_scale, _pair, cpb_coords
+from ._position_bias import (
+    _bias_plan,
+    _gather_bias,
+    _inverse_softplus,
+    _length_scale,
+    _pair,
+    adaptive_pool_matrix,
+    cpb_coords,
+    is_symbolic,
+)
+from ._windows import is_compiling
 
 __all__ = ["AggregatedAttention", "LengthScaledAttention", "PosBiasMode", "cpb_coords"]
 
@@ -192,6 +202,24 @@ def _aggregate_torch(
     out_pool = torch.matmul(exp_pool, v_pool.to(exp_pool.dtype))  # (B, heads, N, hd)
     out_pool = out_pool.transpose(1, 2).view(b, height, width, heads, hd) * inv_denom.unsqueeze(-1)
     return out + out_pool
+
+
+@torch.jit.ignore  # never scripted: is_compiling() is False under TorchScript
+def _adaptive_avg_pool_traced(x: Tensor, pool_h: int, pool_w: int) -> Tensor:
+    """(B, H, W, C) -> (B, Hp * Wp, C) adaptive average pool under torch.compile / torch.export.
+
+    With symbolic sizes, as two products with the bin-averaging matrices: aten's adaptive-pool decomposition
+    (which the ONNX exporter applies) picks its form from the example size ("H divisible by Hp"), so an ONNX graph
+    traced at 224 pools a 197-row map with the wrong bins. Concrete sizes keep the aten op.
+    """
+    b, height, width, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    if not is_symbolic(height, width):
+        return F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), (pool_h, pool_w)).flatten(2).transpose(1, 2)
+    rows = adaptive_pool_matrix(height, pool_h, x)  # (Hp, H)
+    cols = adaptive_pool_matrix(width, pool_w, x)  # (Wp, W)
+    x = torch.matmul(rows, x.reshape(b, height, width * c)).view(b, pool_h, width, c)
+    x = torch.matmul(cols, x.reshape(b * pool_h, width, c))  # (B * Hp, Wp, C)
+    return x.reshape(b, pool_h * pool_w, c)
 
 
 def _cpb_position_bias(
@@ -391,8 +419,11 @@ class AggregatedAttention(_CosineAttentionBase):
         # Pooled keys/values (official order: 1x1 conv, GELU, pool, LayerNorm; the same kv projection).
         # The 1x1 conv as a linear over (B, H, W, C) (faster on CPU than a conv on a channels-last view).
         pooled = self.pool_act(F.linear(x, self.pool_proj.weight.flatten(1), self.pool_proj.bias))
-        pooled = F.adaptive_avg_pool2d(pooled.permute(0, 3, 1, 2), (pool_h, pool_w))
-        pooled = pooled.flatten(2).transpose(1, 2)  # (B, Hp * Wp, C)
+        if is_compiling():
+            pooled = _adaptive_avg_pool_traced(pooled, pool_h, pool_w)  # (B, Hp * Wp, C)
+        else:
+            pooled = F.adaptive_avg_pool2d(pooled.permute(0, 3, 1, 2), (pool_h, pool_w))
+            pooled = pooled.flatten(2).transpose(1, 2)  # (B, Hp * Wp, C)
         kv_pool = self.kv(self.pool_norm(pooled)).view(b, num_pooled, 2, heads, hd)
         k_pool, v_pool = kv_pool.permute(2, 0, 3, 1, 4).unbind(0)
         k_pool = F.normalize(k_pool, dim=-1)  # (B, heads, Hp * Wp, hd)
@@ -473,7 +504,10 @@ class LengthScaledAttention(_CosineAttentionBase):
         n = height * width
         # qkv output channels are [q | k | v], each head-major (official layout).
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        scale = F.softplus(self.temperature) * math.log(n)  # (heads, 1, 1)
+        if is_compiling():  # ln N as a 0-d tensor: math.log would fix N to the example's (torch.export)
+            scale = F.softplus(self.temperature) * torch.full((), n, dtype=torch.float64, device=x.device).log()
+        else:
+            scale = F.softplus(self.temperature) * math.log(n)  # (heads, 1, 1)
         q = (F.normalize(q, dim=-1) + self.query_embedding) * scale.to(q.dtype)
         k = F.normalize(k, dim=-1).to(q.dtype)
         bias = self.position_bias(height, width).to(q.dtype)

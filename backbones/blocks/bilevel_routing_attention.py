@@ -92,7 +92,8 @@ def _chunk_size(
     device: torch.device, bytes_per_region: int, num_regions: int, chunk_bytes: int = _CPU_CHUNK_BYTES
 ) -> int:
     # (the budget is a default argument: TorchScript reads no module-level ints)
-    if device.type != "cpu":
+    # traced (torch.compile / torch.export): one chunk, so the chunk count is no Python loop over a symbolic size
+    if device.type != "cpu" or is_compiling():
         return num_regions
     return max(1, min(num_regions, chunk_bytes // max(1, bytes_per_region)))
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module, resize_rel_pos_bias_table_levit
 from torch import Tensor, nn
 
-from ._windows import is_compiling
+from ._windows import is_compiling, reshape_copy
 from .conv_norm import ConvNorm
 
 __all__ = ["CascadedGroupAttention", "LocalWindowAttention", "window_offset_index"]
@@ -126,10 +126,14 @@ class CascadedGroupAttention(nn.Module):
         for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
             if i > 0:
                 feat = feat + chunks[i]
-            q, k, v = qkv(feat).split([self.key_dim, self.key_dim, self.val_dim], dim=1)
-            q = dw(q).flatten(2)  # (B, key_dim, N)
-            attn = (q.transpose(-2, -1) @ k.flatten(2)) * self.scale + bias[i]  # (B, N, N)
-            feat = (v.flatten(2) @ attn.softmax(dim=-1).transpose(-2, -1)).view(B, self.val_dim, H, W)
+            out = qkv(feat)  # (B, 2 key_dim + val_dim, R, R)
+            # k and v cut from the flattened output, and bmm (what @ runs for 3-d operands) without matmul's
+            # reshapes: flattening a channel slice or matmul's reshape reads the strides, which under torch.export
+            # is a guard on the window count (the batch here)
+            k, v = out.flatten(2)[:, self.key_dim :].split([self.key_dim, self.val_dim], dim=1)
+            q = dw(out[:, : self.key_dim]).flatten(2)  # (B, key_dim, N)
+            attn = torch.bmm(q.transpose(-2, -1), k) * self.scale + bias[i]  # (B, N, N)
+            feat = torch.bmm(v, attn.softmax(dim=-1).transpose(-2, -1)).view(B, self.val_dim, H, W)
             outs.append(feat)
         return self.proj(torch.cat(outs, dim=1))
 
@@ -177,9 +181,12 @@ class LocalWindowAttention(nn.Module):
         if compiling or pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b))
         nh, nw = (H + pad_b) // ws, (W + pad_r) // ws
-        x = x.view(B, C, nh, ws, nw, ws).permute(0, 2, 4, 1, 3, 5).reshape(B * nh * nw, C, ws, ws)
+        # reshape_copy / clone: no stride-dependent view-or-copy choice (a guard on the size) under tracing
+        x = reshape_copy(x.view(B, C, nh, ws, nw, ws).permute(0, 2, 4, 1, 3, 5), [B * nh * nw, C, ws, ws])
         x = self.attn(x)
-        x = x.view(B, nh, nw, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nh * ws, nw * ws)
-        if compiling or pad_b or pad_r:
+        x = reshape_copy(x.view(B, nh, nw, C, ws, ws).permute(0, 3, 1, 4, 2, 5), [B, C, nh * ws, nw * ws])
+        if compiling:  # the crop as a negative pad: a fresh H x W map, no bounds check (a runtime assert) to export
+            x = F.pad(x, (0, -pad_r, 0, -pad_b))
+        elif pad_b or pad_r:
             x = x[:, :, :H, :W].contiguous()
         return x

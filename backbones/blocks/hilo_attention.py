@@ -39,7 +39,7 @@ from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from ._checks import check_shape
-from ._windows import avg_pool_ceil, pad_to_multiple, window_partition, window_reverse
+from ._windows import avg_pool_ceil, is_compiling, pad_to_multiple, window_partition, window_reverse
 
 __all__ = ["HiLoAttention"]
 
@@ -120,7 +120,7 @@ class HiLoAttention(nn.Module):
         # (B * nW, s*s, 3, heads, d) -> 3 x (B * nW, heads, s*s, d): 4-D, so fused kernels apply
         q, k, v = qkv.view(b * n_win, s * s, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
         mask: Tensor | None = None
-        if self.mask_padding and (hp != h or wp != w):
+        if self.mask_padding and (is_compiling() or hp != h or wp != w):  # traced: no branch on the size
             real = torch.zeros(1, hp, wp, 1, dtype=torch.bool, device=x.device)
             real[:, :h, :w] = True
             mask = window_partition(real, (s, s)).view(1, n_win, s * s)  # keys that are real pixels
@@ -129,7 +129,11 @@ class HiLoAttention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
         )  # (B * nW, heads, s*s, d)
         out = out.transpose(1, 2).reshape(b * n_win, s * s, self.hifi_dim)
-        out = window_reverse(out, (s, s), hp, wp)[:, :h, :w]
+        out = window_reverse(out, (s, s), hp, wp)
+        if is_compiling():  # a fresh copy: the crop's strides would make the Linear guard on "nothing padded"
+            out = out.narrow(1, 0, h).narrow(2, 0, w).clone(memory_format=torch.contiguous_format)
+        else:
+            out = out[:, :h, :w]
         return self.hifi_proj(out)
 
     def _lofi(self, x: Tensor) -> Tensor:

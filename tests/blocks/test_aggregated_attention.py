@@ -248,3 +248,25 @@ def test_autocast_is_finite_and_close(dtype):
             out = attn(x)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("n_query", [1, 7, 13, 50, 56])
+def test_symbolic_size_plan_gives_every_pair_its_offset(n_query):
+    """The plan built for symbolic sizes (torch.export; no torch.unique): every (query, key) pair reads the table
+    entry of its own offset, written out here from the adaptive-pool bins, and the table stays small."""
+    from backbones.blocks._position_bias import _axis_plan_symbolic, adaptive_pool_matrix
+
+    pretrain = 56
+    for n_key in sorted({1, 2, max(1, n_query // 8), max(1, n_query // 3), n_query}):
+        values, index, weight = _axis_plan_symbolic(n_query, n_key, pretrain)
+        assert index.shape == (n_query, n_key, 1) and torch.all(weight == 1)
+        for j in range(n_key):
+            lo, hi = math.floor(j * n_query / n_key), math.ceil((j + 1) * n_query / n_key)
+            centroid = sum(range(lo, hi)) / (hi - lo)
+            for i in range(n_query):
+                assert values[index[i, j, 0]].item() == (i - centroid) / (pretrain - 1) * 8
+        assert len(values) <= 4 * n_query  # half-integer steps over offsets in (-n, n)
+        # the bin-averaging matrix of the traced pool: the same bins, rows summing to 1
+        matrix = adaptive_pool_matrix(n_query, n_key, torch.empty(0, dtype=torch.float64))
+        x = torch.randn(n_query, dtype=torch.float64)
+        torch.testing.assert_close(matrix @ x, F.adaptive_avg_pool1d(x[None, None], n_key)[0, 0])

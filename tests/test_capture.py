@@ -70,11 +70,15 @@ def _with_gaps(names, gaps):
 
 
 _RAVLT_GAP = "RAVLT (issue 20) landed beside this work: its RoPE / RALA mixers are not scriptable / FX leaves yet"
+_AGENT_GAP = ("Agent-PVT / Agent-Swin (issue 20): AgentAttention is not scriptable (f-string shape error) nor "
+              "FX-traceable (size-equality shortcuts of its bias resizes; the swin mixer's shift rule) yet")
 
 
 def _hybrid_gap(name):
     if name.startswith("ravlt_"):
         return _RAVLT_GAP
+    if name.startswith(("agent_pvt_", "agent_swin_")):
+        return _AGENT_GAP
     return _HYBRID_GAP if name.startswith("hybrid_") else None
 
 

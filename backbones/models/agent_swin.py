@@ -99,7 +99,8 @@ class AgentSwinBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        # the MLP on a 2-D (tokens, C) view: one plain matmul per layer (faster on CPU than the 4-D map)
+        return x + self.drop_path2(self.mlp(self.norm2(x).flatten(0, -2)).view(x.shape))
 
 
 class AgentSwinStage(nn.Module):

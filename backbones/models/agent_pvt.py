@@ -297,9 +297,11 @@ def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     )
 
 
-def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+def _cfg(key: str = "", file_name: str = "", **kwargs: Any) -> dict[str, Any]:
+    # TsinghuaCloud share links have no file name in their path: (url, name) tells timm / the cache what to call the
+    # download (the name the official README has the files renamed to, {MODEL_STRUCTURE}_max_acc.pth)
     return {
-        "url": url,
+        "url": (f"https://cloud.tsinghua.edu.cn/f/{key}/?dl=1", file_name) if key else "",
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": (7, 7),
@@ -317,17 +319,18 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
 # Released ImageNet-1k weights: LeapLabTHU/Agent-Attention agent_transformer/README.md (207ce3e), TsinghuaCloud.
 default_cfgs = generate_default_cfgs(
     {
-        "agent_pvt_tiny.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/13fdf0e0a7c5498c934f/?dl=1"),
-        "agent_pvt_small.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/36b8be9a8863456685a3/?dl=1"),
-        "agent_pvt_medium.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/4d00ecacf18b45f9b88c/?dl=1"),
+        "agent_pvt_tiny.in1k": _cfg("13fdf0e0a7c5498c934f", "agent_pvt_t_max_acc.pth"),
+        "agent_pvt_small.in1k": _cfg("36b8be9a8863456685a3", "agent_pvt_s_max_acc.pth"),
+        "agent_pvt_medium.in1k": _cfg("4d00ecacf18b45f9b88c", "agent_pvt_m_max_acc.pth"),
         # trained at 256 (its position embeddings and agent biases are sized to the 256 grid: img_size=256)
         "agent_pvt_medium.in1k_256": _cfg(
-            "https://cloud.tsinghua.edu.cn/f/654df734121643b19c52/?dl=1",
+            "654df734121643b19c52",
+            "agent_pvt_m_256_max_acc.pth",
             input_size=(3, 256, 256),
             pool_size=(8, 8),
             crop_pct=1.0,
         ),
-        "agent_pvt_large.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/040cfe0cfbbe4762ad09/?dl=1"),
+        "agent_pvt_large.in1k": _cfg("040cfe0cfbbe4762ad09", "agent_pvt_l_max_acc.pth"),
     }
 )
 

@@ -307,9 +307,11 @@ def _create_agent_swin(variant: str, pretrained: bool = False, **kwargs: Any) ->
     )
 
 
-def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+def _cfg(key: str = "", file_name: str = "", **kwargs: Any) -> dict[str, Any]:
+    # TsinghuaCloud share links have no file name in their path: (url, name) tells timm / the cache what to call the
+    # download (the name the official README has the files renamed to, {MODEL_STRUCTURE}_max_acc.pth)
     return {
-        "url": url,
+        "url": (f"https://cloud.tsinghua.edu.cn/f/{key}/?dl=1", file_name) if key else "",
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": (7, 7),
@@ -329,12 +331,12 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
 # input (img_size follows the tag) and were evaluated without a centre crop (TEST.CROP False).
 default_cfgs = generate_default_cfgs(
     {
-        "agent_swin_tiny.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/a2ddc1190c224f768a41/?dl=1"),
-        "agent_swin_small.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/f607172c9fea4d6e99bb/?dl=1"),
-        "agent_swin_small.in1k_288": _cfg("https://cloud.tsinghua.edu.cn/f/09760394e93b4046a25e/?dl=1",
+        "agent_swin_tiny.in1k": _cfg("a2ddc1190c224f768a41", "agent_swin_t_max_acc.pth"),
+        "agent_swin_small.in1k": _cfg("f607172c9fea4d6e99bb", "agent_swin_s_max_acc.pth"),
+        "agent_swin_small.in1k_288": _cfg("09760394e93b4046a25e", "agent_swin_s_288_max_acc.pth",
                                           input_size=(3, 288, 288), pool_size=(9, 9), crop_pct=1.0),
-        "agent_swin_base.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/4fcd2d0114bb490483c3/?dl=1"),
-        "agent_swin_base.in1k_384": _cfg("https://cloud.tsinghua.edu.cn/f/bb84ee9058954706a557/?dl=1",
+        "agent_swin_base.in1k": _cfg("4fcd2d0114bb490483c3", "agent_swin_b_max_acc.pth"),
+        "agent_swin_base.in1k_384": _cfg("bb84ee9058954706a557", "agent_swin_b_384_max_acc.pth",
                                          input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
     }
 )  # fmt: skip

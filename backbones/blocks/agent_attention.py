@@ -31,6 +31,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from ._windows import is_compiling
@@ -53,6 +54,7 @@ def _linear(layer: nn.Linear, x: Tensor) -> Tensor:
     return layer(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], layer.out_features)
 
 
+@register_notrace_module  # reason: size-equality shortcuts of the bias resizes are control flow on the map size
 class AgentAttention(nn.Module):
     """Agent attention over a channels-last map (module docstring).
 

@@ -20,6 +20,7 @@ Shapes: input and output (B, H, W, C).
 from __future__ import annotations
 
 import torch
+from timm.layers import register_notrace_module
 from timm.models.swin_transformer import WindowAttention
 from torch import Tensor
 
@@ -42,6 +43,7 @@ def _shift_mask(hp: int, wp: int, window: tuple[int, int], shift: int, device, d
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
+@register_notrace_module  # reason: whether to shift depends on the map size (Swin's rule for small maps)
 class ShiftedWindowAttention(WindowAttention):
     """Swin's (shifted) window attention on a (B, H, W, C) map (module docstring).
 

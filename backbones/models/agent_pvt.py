@@ -29,7 +29,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    Mlp,
+    calculate_drop_path_rates,
+    register_notrace_function,
+    trunc_normal_,
+)
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 from torch import Tensor, nn
@@ -61,13 +68,17 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
-def _resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """(1, H0 * W0, C) -> (1, H, W, C), bilinear (align_corners=False, as the official ``_get_pos_embed``)."""
+# reason: the trained-size shortcut is control flow on the map size (public name: FX does not autowrap _names)
+@register_notrace_function
+def add_pos_embed(x: Tensor, pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
+    """x (B, H, W, C) + the (1, H0 * W0, C) table resized bilinearly to (H, W) (align_corners=False, as the official
+    ``_get_pos_embed``)."""
+    size = (x.shape[1], x.shape[2])
     table = pos_embed.reshape(1, grid[0], grid[1], -1)
     if not torch.jit.is_scripting() and not torch.compiler.is_compiling() and tuple(size) == tuple(grid):
-        return table
+        return x + table
     table = F.interpolate(table.permute(0, 3, 1, 2), size=size, mode="bilinear")
-    return table.permute(0, 2, 3, 1)
+    return x + table.permute(0, 2, 3, 1)
 
 
 class AgentPVTBlock(nn.Module):
@@ -133,7 +144,7 @@ class AgentPVTStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)  # (B, H, W, C)
-        x = x + _resize_pos_embed(self.pos_embed, self.grid, (x.shape[1], x.shape[2]))
+        x = add_pos_embed(x, self.pos_embed, self.grid)
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(block, x)

@@ -1,5 +1,5 @@
 """Agent attention (Han et al., "Agent Attention: On the Integration of Softmax and Linear Attention", ECCV 2024,
-arXiv:2312.08874), the Agent-PVT form.
+arXiv:2312.08874), the Agent-PVT and Agent-Swin forms.
 
 A small grid of agent tokens A (the queries average-pooled to a_h x a_w) first gathers from the keys, then
 broadcasts to the queries; both steps are softmax attentions with learned position biases, so the cost is linear in
@@ -21,6 +21,10 @@ One code path for every size: the 7 x 7 tables and the summed row / column table
 actual grids, and every table is resized along its agent axes to the agent grid a_h x a_w; at the trained size and
 agent grid each resize is the identity (the official classification numerics), elsewhere this is what the official
 segmentation copy does (there with ``downstream_agent_shape``).
+
+The Agent-Swin form is the same computation without spatial reduction over the whole stage map (its "window" of 56
+holds every released stage map) with one fused qkv projection; its checkpoints load by splitting that qkv into ``q``
+and ``kv`` (backbones.models.agent_swin), and with r = 1 the two are applied as one stacked matmul here.
 
 Shapes: input and output (B, H, W, C) channels-last, any H, W >= 1.
 """

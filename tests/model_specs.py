@@ -89,6 +89,9 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "agent_pvt_small": (20_635_066, "Agent-Attention README Agent-PVT-S 20.6M; official agent_pvt_small 20,635,066"),
     "agent_pvt_medium": (35_921_746, "Agent-Attention README Agent-PVT-M 35.9M; official agent_pvt_medium 35,921,746"),
     "agent_pvt_large": (48_738_180, "Agent-Attention README Agent-PVT-L 48.7M; official agent_pvt_large 48,738,180"),
+    "agent_swin_tiny": (28_902_964, "Agent-Attention README Agent-Swin-T 29M; official 28,902,964"),
+    "agent_swin_small": (49_666_684, "Agent-Attention README Agent-Swin-S 50M; official 49,666,684"),
+    "agent_swin_base": (88_095_096, "Agent-Attention README Agent-Swin-B 88M; official 88,095,096"),
 }
 
 
@@ -170,6 +173,8 @@ SMALL_KWARGS: dict[str, dict] = {
     r"ravlt_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4), head_hidden_size=96),
     # Agent-PVT: heads of 8 channels (16 / 2, ...), the released agent counts and 224 grids.
     r"agent_pvt_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(2, 4, 6, 8)),
+    # Agent-Swin: heads of 8 channels; agent blocks then (shifted) window blocks in stage 3, windows in stage 4.
+    r"agent_swin_.*": dict(embed_dim=16, depths=(1, 1, 3, 2), num_heads=(2, 4, 8, 16), agent_depths=(1, 1, 1, 0)),
     # HybridNet: heads of 8 channels; two blocks in stage 3 so that interleaved layouts keep both mixers.
     r"hybrid_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=8),
 }

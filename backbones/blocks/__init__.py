@@ -17,4 +17,5 @@ from .halo_attention import HaloAttention  # noqa: F401
 from .hilo_attention import HiLoAttention  # noqa: F401
 from .mixer_registry import ChannelsFirstMixer, create_mixer, list_mixers, mixer_info, register_mixer  # noqa: F401
 from .rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention  # noqa: F401
+from .shifted_window_attention import ShiftedWindowAttention  # noqa: F401
 from .window_attention import WindowAttention  # noqa: F401

@@ -1,5 +1,5 @@
 """Agent attention (Han et al., "Agent Attention: On the Integration of Softmax and Linear Attention", ECCV 2024,
-arXiv:2312.08874), the Agent-PVT form.
+arXiv:2312.08874), the Agent-PVT and Agent-Swin forms.
 
 A small grid of agent tokens A (the queries average-pooled to a_h x a_w) first gathers from the keys, then
 broadcasts to the queries; both steps are softmax attentions with learned position biases, so the cost is linear in
@@ -22,6 +22,10 @@ actual grids, and every table is resized along its agent axes to the agent grid 
 agent grid each resize is the identity (the official classification numerics), elsewhere this is what the official
 segmentation copy does (there with ``downstream_agent_shape``).
 
+The Agent-Swin form is the same computation without spatial reduction over the whole stage map (its "window" of 56
+holds every released stage map) with one fused qkv projection; its checkpoints load by splitting that qkv into ``q``
+and ``kv`` (backbones.models.agent_swin), and with r = 1 the two are applied as one stacked matmul here.
+
 Shapes: input and output (B, H, W, C) channels-last, any H, W >= 1.
 """
 
@@ -31,19 +35,30 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
+
+from ._windows import is_compiling
 
 __all__ = ["AgentAttention"]
 
 
 def _resize(t: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear resize of the last two dims (align_corners=False, as the official code); the identity at equal size."""
-    if tuple(t.shape[-2:]) == tuple(size):
+    if not is_compiling() and tuple(t.shape[-2:]) == tuple(size):  # traced: always resize (no size guard)
         return t
     lead = t.shape[:-2]
-    return F.interpolate(t.reshape(-1, 1, *t.shape[-2:]), size=size, mode="bilinear").reshape(*lead, *size)
+    # the last leading dim as channels: the CPU kernel is much slower on many 1-channel images
+    t = t.reshape(-1, lead[-1], *t.shape[-2:]) if len(lead) > 1 else t.reshape(1, -1, *t.shape[-2:])
+    return F.interpolate(t, size=size, mode="bilinear").reshape(*lead, *size)
 
 
+def _linear(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer`` over the tokens of a (..., C) map as one 2-D matmul (faster on CPU than a 4-D input)."""
+    return layer(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], layer.out_features)
+
+
+@register_notrace_module  # reason: size-equality shortcuts of the bias resizes are control flow on the map size
 class AgentAttention(nn.Module):
     """Agent attention over a channels-last map (module docstring).
 
@@ -129,13 +144,15 @@ class AgentAttention(nn.Module):
                              f"got {tuple(x.shape)}")
         b, h, w, c = x.shape
         heads, d, r = self.num_heads, self.head_dim, self.sr_ratio
-        q = self.q(x)  # (B, H, W, C)
-        if r > 1:
+        if r == 1:  # q and kv of the same tokens: one matmul with the two weights stacked (the Swin form's qkv)
+            weight = torch.cat((self.q.weight, self.kv.weight))
+            bias = torch.cat((self.q.bias, self.kv.bias)) if self.q.bias is not None else None
+            q, k, v = F.linear(x.reshape(-1, c), weight, bias).view(b, h, w, 3 * c).chunk(3, dim=-1)
+        else:
+            q = _linear(self.q, x)  # (B, H, W, C)
             pad_h, pad_w = (-h) % r, (-w) % r
             reduced = self.sr(F.pad(x, (0, 0, 0, pad_w, 0, pad_h)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-            k, v = self.kv(self.norm(reduced)).chunk(2, dim=-1)  # (B, Hk, Wk, C)
-        else:
-            k, v = self.kv(x).chunk(2, dim=-1)
+            k, v = _linear(self.kv, self.norm(reduced)).chunk(2, dim=-1)  # (B, Hk, Wk, C)
         hk, wk = k.shape[1], k.shape[2]
         agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.agent_shape)  # (B, C, a_h, a_w)
         agents = agents.reshape(b, heads, d, -1).transpose(-2, -1)  # (B, h, a, d)
@@ -151,7 +168,7 @@ class AgentAttention(nn.Module):
         v_map = v.permute(0, 3, 1, 2)  # NCHW view
         if r > 1:
             v_map = F.interpolate(v_map, size=(h, w), mode="bilinear")
-        return self.proj(out + self.dwc(v_map).permute(0, 2, 3, 1))
+        return _linear(self.proj, out + self.dwc(v_map).permute(0, 2, 3, 1))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, sr_ratio={self.sr_ratio}, train_grid={self.train_grid}, "

@@ -34,6 +34,7 @@ projection is N C^2); k: a kernel / window side, S: regions per side, r: pool ra
 | rala | ``RankAugmentedLinearAttention`` | 3 N d C + 5 N C^2 + 25 N C | lepe_kernel_size=5 | RAVLT, 2411.07635 |
 | rala_softmax | ``RoPEGatedAttention`` | 2 N^2 C + 5 N C^2 + 25 N C | lepe_kernel_size=5 | RAVLT, 2411.07635 |
 | agent | ``AgentAttention`` | 4 N a C + 4 N C^2 + 9 N C | agent_num=49, sr_ratio=1, train_grid=14 | Agent, 2312.08874 |
+| swin | ``ShiftedWindowAttention`` | 2 N k^2 C + 4 N C^2 | window_size=7, shift_size=0 | Swin, 2103.14030 |
 
 (EfficientViT-MSRA: arXiv:2305.07027; TransNeXt: arXiv:2311.17132. Focal, halo and cascaded are the NCHW ones.
 The four ablation mixers are in :mod:`backbones.blocks.ablation_mixers`, with their math.)
@@ -71,6 +72,7 @@ from .focal_modulation import FocalModulation
 from .halo_attention import HaloAttention
 from .hilo_attention import HiLoAttention
 from .rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention
+from .shifted_window_attention import ShiftedWindowAttention
 from .window_attention import WindowAttention
 
 __all__ = [
@@ -375,3 +377,9 @@ def _rala_softmax(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
                 paper="Agent Attention (arXiv:2312.08874)", module=AgentAttention)
 def _agent(dim: int, num_heads: int, train_grid: int | tuple[int, int] = 14, **kwargs: Any) -> nn.Module:
     return AgentAttention(dim, num_heads, train_grid=train_grid, **kwargs)
+
+
+@register_mixer("swin", cost="2 N k^2 C + 4 N C^2", kwargs="window_size=7, shift_size=0",
+                paper="Swin Transformer (arXiv:2103.14030)", module=ShiftedWindowAttention)
+def _swin(dim: int, num_heads: int, **kwargs: Any) -> nn.Module:
+    return ShiftedWindowAttention(dim, num_heads, **kwargs)

@@ -1,6 +1,7 @@
 """Model families. Importing this package registers all of them with timm."""
 
 from .agent_pvt import *  # noqa: F401,F403
+from .agent_swin import *  # noqa: F401,F403
 from .biformer import *  # noqa: F401,F403
 from .davit import *  # noqa: F401,F403
 from .efficientvit_msra import *  # noqa: F401,F403

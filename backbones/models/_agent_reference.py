@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PVT_ARCHS", "OfficialStyleAgentPVT", "create_official_style"]
+__all__ = ["PVT_ARCHS", "SWIN_ARCHS", "OfficialStyleAgentPVT", "OfficialStyleAgentSwin", "create_official_style"]
 
 PVT_ARCHS: dict[str, dict[str, Any]] = {
     "agent_pvt_tiny": dict(depths=(2, 2, 2, 2)),
@@ -193,8 +193,191 @@ class OfficialStyleAgentPVT(nn.Module):
         return self.head(self.stage_outputs(x)[-1].flatten(2).mean(-1))
 
 
+# Agent-Swin: agent blocks at the start of each stage (official attn types AAAB / AABB / AAMB2), window 56.
+SWIN_ARCHS: dict[str, dict[str, Any]] = {
+    "agent_swin_tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), agent_depths=(2, 2, 6, 0)),
+    "agent_swin_small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), agent_depths=(2, 2, 0, 0)),
+    "agent_swin_base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), agent_depths=(2, 2, 2, 0)),
+}
+
+
+def _windows(x: Tensor, ws: int) -> Tensor:
+    b, h, w, c = x.shape
+    return x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, c)
+
+
+def _unwindows(x: Tensor, ws: int, h: int, w: int) -> Tensor:
+    b = x.shape[0] // (h * w // ws // ws)
+    return x.view(b, h // ws, w // ws, ws, ws, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, -1)
+
+
+def _swin_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
+    img = torch.zeros(1, h, w, 1)
+    cnt = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            img[:, hs, wsl, :] = cnt
+            cnt += 1
+    m = _windows(img, ws).view(-1, ws * ws)
+    m = m.unsqueeze(1) - m.unsqueeze(2)
+    return m.masked_fill(m != 0, -100.0).masked_fill(m == 0, 0.0)
+
+
+class _SwinAgentAttention(_AgentBiases):
+    def __init__(self, dim: int, heads: int, grid: tuple[int, int], agent_num: int, agent_shape):
+        super().__init__()
+        self.scale = (dim // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self._init_biases(heads, agent_num, grid, agent_shape)
+
+    def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, c).permute(2, 0, 1, 3)
+        return self.proj(_agent_attention(q, k, v, hw, self.heads, self.scale, self, self.dwc))
+
+
+class _SwinWindowAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, ws: int):
+        super().__init__()
+        self.heads, self.ws, self.scale = heads, ws, (dim // heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * ws - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
+        self.register_buffer("relative_position_index", rel[..., 0] * (2 * ws - 1) + rel[..., 1])
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
+        if mask is not None:
+            nw = mask.shape[0]
+            attn = attn.view(b // nw, nw, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.heads, n, n)
+        return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class _SwinBlock(nn.Module):
+    def __init__(self, dim, heads, res, agent: bool, shift: int, agent_num: int, agent_shape, window: int = 7):
+        super().__init__()
+        self.agent, self.dense = agent, agent_shape is not None
+        self.ws, self.shift = window, 0 if agent else shift  # agent blocks cover the whole map: never shifted
+        if not agent and not self.dense and min(res) <= window:  # classifier: a map within one window is not shifted
+            self.ws, self.shift = min(res), 0
+        self.norm1 = nn.LayerNorm(dim)
+        if agent:
+            self.attn = _SwinAgentAttention(dim, heads, res, agent_num, agent_shape)
+        else:
+            self.attn = _SwinWindowAttention(dim, heads, self.ws)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = _Mlp(dim, 4 * dim)
+        mask = _swin_mask(res[0], res[1], self.ws, self.shift) if self.shift and not self.dense else None
+        self.register_buffer("attn_mask", mask)  # persistent in the official classifier (None: not in the state)
+
+    def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
+        b, n, c = x.shape
+        h, w = hw
+        y = self.norm1(x).view(b, h, w, c)
+        if self.agent:
+            y = self.attn(y.reshape(b, n, c), hw).view(b, h, w, c)
+        else:
+            ws, s = self.ws, self.shift
+            y = F.pad(y, (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))  # dense copy: pad, then shift
+            hp, wp = y.shape[1], y.shape[2]
+            mask = None
+            if s:
+                y = torch.roll(y, (-s, -s), (1, 2))
+                mask = self.attn_mask if self.attn_mask is not None else _swin_mask(hp, wp, ws, s).to(y)
+            y = _unwindows(self.attn(_windows(y, ws).view(-1, ws * ws, c), mask).view(-1, ws, ws, c), ws, hp, wp)
+            if s:
+                y = torch.roll(y, (s, s), (1, 2))
+            y = y[:, :h, :w, :].contiguous()
+        x = x + y.reshape(b, n, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class _PatchMerging(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.reduction, self.norm = nn.Linear(4 * dim, 2 * dim, bias=False), nn.LayerNorm(4 * dim)
+
+    def forward(self, x: Tensor, hw: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+        b, _, c = x.shape
+        x = x.view(b, hw[0], hw[1], c)
+        x = F.pad(x, (0, 0, 0, hw[1] % 2, 0, hw[0] % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        out_hw = (x.shape[1], x.shape[2])
+        return self.reduction(self.norm(x.view(b, -1, 4 * c))), out_hw
+
+
+class _SwinLayer(nn.Module):
+    def __init__(self, dim, depth, heads, res, agent_depth, agent_num, agent_shape, downsample: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            _SwinBlock(dim, heads, res, j < agent_depth, 3 if j % 2 else 0, agent_num, agent_shape)
+            for j in range(depth)
+        )
+        self.downsample = _PatchMerging(dim) if downsample else None
+
+
+class _SwinPatchEmbed(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj, self.norm = nn.Conv2d(3, dim, 4, stride=4), nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        x = F.pad(x, (0, (4 - x.shape[3] % 4) % 4, 0, (4 - x.shape[2] % 4) % 4))  # the dense copy's padding
+        x = self.proj(x)
+        return self.norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
+
+
+class OfficialStyleAgentSwin(nn.Module):
+    """Official ``AgentSwinTransformer`` (window 56, agent_num 9-16-49-49); ``agent_shapes``: its dense copy."""
+
+    def __init__(self, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), agent_depths=(2, 2, 6, 0),
+                 agent_num=(9, 16, 49, 49), agent_shapes=None, img_size=224, num_classes=1000):  # fmt: skip
+        super().__init__()
+        self.patch_embed = _SwinPatchEmbed(embed_dim)
+        self.layers = nn.ModuleList()
+        for i, d in enumerate(depths):
+            res = (img_size // 4 // 2**i,) * 2
+            shape = None if agent_shapes is None else tuple(agent_shapes[i])
+            self.layers.append(_SwinLayer(embed_dim * 2**i, d, num_heads[i], res, agent_depths[i], agent_num[i],
+                                          shape, i < len(depths) - 1))  # fmt: skip
+        self.dense = agent_shapes is not None
+        if self.dense:  # the dense copy: a LayerNorm per output (norm0..3), no final norm, no head
+            for i in range(len(depths)):
+                self.add_module(f"norm{i}", nn.LayerNorm(embed_dim * 2**i))
+        else:
+            self.norm = nn.LayerNorm(embed_dim * 2 ** (len(depths) - 1))
+            self.head = nn.Linear(self.norm.normalized_shape[0], num_classes) if num_classes else nn.Identity()
+
+    def stage_outputs(self, x: Tensor) -> list[Tensor]:
+        """Stage outputs, NCHW (the dense copy's: through its per-output norms)."""
+        x, hw = self.patch_embed(x)
+        outs = []
+        for i, layer in enumerate(self.layers):
+            for blk in layer.blocks:
+                x = blk(x, hw)
+            out = getattr(self, f"norm{i}")(x) if self.dense else x
+            outs.append(out.view(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2))
+            if layer.downsample is not None:
+                x, hw = layer.downsample(x, hw)
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stage_outputs(x)[-1].flatten(2).transpose(1, 2)
+        return self.head(self.norm(x).mean(1))
+
+
 def create_official_style(name: str, **kwargs: Any) -> nn.Module:
     """The reference model for a registered name (kwargs override the released configuration)."""
     if name.startswith("agent_pvt_"):
         return OfficialStyleAgentPVT(**dict(PVT_ARCHS[name], **kwargs))
+    if name.startswith("agent_swin_"):
+        return OfficialStyleAgentSwin(**dict(SWIN_ARCHS[name], **kwargs))
     raise KeyError(f"no official-style Agent reference for {name!r}")

@@ -29,7 +29,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    Mlp,
+    calculate_drop_path_rates,
+    register_notrace_function,
+    trunc_normal_,
+)
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 from torch import Tensor, nn
@@ -69,13 +76,17 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
-def _resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """(1, H0 * W0, C) -> (1, H, W, C), bilinear (align_corners=False, as the official ``_get_pos_embed``)."""
+# reason: the trained-size shortcut is control flow on the map size (public name: FX does not autowrap _names)
+@register_notrace_function
+def add_pos_embed(x: Tensor, pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
+    """x (B, H, W, C) + the (1, H0 * W0, C) table resized bilinearly to (H, W) (align_corners=False, as the official
+    ``_get_pos_embed``)."""
+    size = (x.shape[1], x.shape[2])
     table = pos_embed.reshape(1, grid[0], grid[1], -1)
     if not torch.jit.is_scripting() and not torch.compiler.is_compiling() and tuple(size) == tuple(grid):
-        return table
+        return x + table
     table = F.interpolate(table.permute(0, 3, 1, 2), size=size, mode="bilinear")
-    return table.permute(0, 2, 3, 1)
+    return x + table.permute(0, 2, 3, 1)
 
 
 class AgentPVTBlock(nn.Module):
@@ -103,7 +114,8 @@ class AgentPVTBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        # the MLP on a 2-D (tokens, C) view: one plain matmul per layer (faster on CPU than the 4-D map)
+        return x + self.drop_path2(self.mlp(self.norm2(x).flatten(0, -2)).view(x.shape))
 
 
 class AgentPVTStage(nn.Module):
@@ -140,7 +152,7 @@ class AgentPVTStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)  # (B, H, W, C)
-        x = x + _resize_pos_embed(self.pos_embed, self.grid, (x.shape[1], x.shape[2]))
+        x = add_pos_embed(x, self.pos_embed, self.grid)
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(block, x)
@@ -296,9 +308,11 @@ def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     )
 
 
-def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+def _cfg(key: str = "", file_name: str = "", **kwargs: Any) -> dict[str, Any]:
+    # TsinghuaCloud share links have no file name in their path: (url, name) tells timm / the cache what to call the
+    # download (the name the official README has the files renamed to, {MODEL_STRUCTURE}_max_acc.pth)
     return {
-        "url": url,
+        "url": (f"https://cloud.tsinghua.edu.cn/f/{key}/?dl=1", file_name) if key else "",
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": (7, 7),
@@ -316,17 +330,18 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
 # Released ImageNet-1k weights: LeapLabTHU/Agent-Attention agent_transformer/README.md (207ce3e), TsinghuaCloud.
 default_cfgs = generate_default_cfgs(
     {
-        "agent_pvt_tiny.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/13fdf0e0a7c5498c934f/?dl=1"),
-        "agent_pvt_small.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/36b8be9a8863456685a3/?dl=1"),
-        "agent_pvt_medium.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/4d00ecacf18b45f9b88c/?dl=1"),
+        "agent_pvt_tiny.in1k": _cfg("13fdf0e0a7c5498c934f", "agent_pvt_t_max_acc.pth"),
+        "agent_pvt_small.in1k": _cfg("36b8be9a8863456685a3", "agent_pvt_s_max_acc.pth"),
+        "agent_pvt_medium.in1k": _cfg("4d00ecacf18b45f9b88c", "agent_pvt_m_max_acc.pth"),
         # trained at 256 (its position embeddings and agent biases are sized to the 256 grid: img_size=256)
         "agent_pvt_medium.in1k_256": _cfg(
-            "https://cloud.tsinghua.edu.cn/f/654df734121643b19c52/?dl=1",
+            "654df734121643b19c52",
+            "agent_pvt_m_256_max_acc.pth",
             input_size=(3, 256, 256),
             pool_size=(8, 8),
             crop_pct=1.0,
         ),
-        "agent_pvt_large.in1k": _cfg("https://cloud.tsinghua.edu.cn/f/040cfe0cfbbe4762ad09/?dl=1"),
+        "agent_pvt_large.in1k": _cfg("040cfe0cfbbe4762ad09", "agent_pvt_l_max_acc.pth"),
     }
 )
 

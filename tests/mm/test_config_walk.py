@@ -149,6 +149,8 @@ _SHALLOW = {
     r"biformer_.*": dict(depths=(1, 1, 1, 1)),
     r"transnext_.*": dict(depths=(1, 1, 1, 1)),
     r"ravlt_.*": dict(depths=(1, 1, 1, 1)),
+    r"agent_pvt_.*": dict(depths=(1, 1, 1, 1)),
+    r"agent_swin_.*": dict(depths=(1, 1, 2, 1), agent_depths=(1, 1, 1, 0)),
     r"halonet.*|sehalonet33ts|eca_halonext26ts": dict(layouts=("B", "A", "A", "A")),
 }
 

@@ -133,7 +133,8 @@ def test_pretrained_tags_and_the_256_tag_sizes_its_tables(official, tmp_path):
             "large": "040cfe0cfbbe4762ad09"}  # fmt: skip
     for v, key in urls.items():
         cfg = timm.models.get_pretrained_cfg(f"agent_pvt_{v}.in1k")
-        assert cfg.url == f"https://cloud.tsinghua.edu.cn/f/{key}/?dl=1" and cfg.input_size == (3, 224, 224)
+        assert tuple(cfg.url) == (f"https://cloud.tsinghua.edu.cn/f/{key}/?dl=1", f"agent_pvt_{v[0]}_max_acc.pth")
+        assert cfg.input_size == (3, 224, 224)
     with torch.device("meta"):
         m256 = timm.create_model("agent_pvt_medium.in1k_256")
     assert m256.stages[0].pos_embed.shape == (1, 64 * 64, 64) and m256.stages[3].blocks[0].attn.ha_bias.shape[2] == 8

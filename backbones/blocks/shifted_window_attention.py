@@ -1,0 +1,97 @@
+"""Shifted-window self-attention with a relative position bias (Swin, Liu et al., ICCV 2021, arXiv:2103.14030),
+over a channels-last map.
+
+The map is cut into non-overlapping wh x ww windows; inside each window, h heads of dimension d attend with a learned
+bias indexed by the relative offset of the two tokens (a (2 wh - 1)(2 ww - 1) x h table):
+
+    y = proj(concat_heads(softmax(q k^T / sqrt(d) + B_rel + M) v))
+
+With ``shift_size`` s > 0 the map is rolled by (-s, -s) first and back afterwards, and M = -100 between tokens that
+came from different regions of the unrolled map (Swin's mask); M = 0 otherwise. The in-window attention is timm's
+``WindowAttention`` (same keys: ``qkv``, ``proj``, ``relative_position_bias_table``; the index is a non-persistent
+buffer). Any size: the map is zero-padded right / bottom to a multiple of the window *before* the roll (the order of
+the official Agent-Swin dense backbones; Swin's own classifier never pads), padded tokens take part as keys, the
+output is cropped. A map that fits in one window is not shifted (Swin's rule for small maps: a shift would only
+wrap the window onto itself).
+
+Shapes: input and output (B, H, W, C).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import register_notrace_module
+from timm.models.swin_transformer import WindowAttention
+from torch import Tensor
+
+from ._checks import check_shape
+from ._windows import pad_to_multiple, to_2tuple_int, window_partition, window_reverse
+
+__all__ = ["ShiftedWindowAttention"]
+
+
+def _shift_mask(hp: int, wp: int, window: tuple[int, int], shift: int, device, dtype) -> Tensor:
+    """(nW, N, N) additive mask: 0 within a region of the rolled (hp, wp) map, -100 across regions."""
+    region = torch.zeros(hp, wp, device=device, dtype=dtype)
+    cuts_h = (0, hp - window[0], hp - shift, hp)
+    cuts_w = (0, wp - window[1], wp - shift, wp)
+    for i in range(3):
+        for j in range(3):
+            region[cuts_h[i] : cuts_h[i + 1], cuts_w[j] : cuts_w[j + 1]] = 3 * i + j
+    ids = window_partition(region[None, :, :, None], window)[..., 0]  # (nW, N)
+    diff = ids[:, None, :] - ids[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+@register_notrace_module  # reason: whether to shift depends on the map size (Swin's rule for small maps)
+class ShiftedWindowAttention(WindowAttention):
+    """Swin's (shifted) window attention on a (B, H, W, C) map (module docstring).
+
+    Args:
+        dim: channels C.
+        num_heads: heads h.
+        window_size: window side, int or (wh, ww).
+        shift_size: cyclic shift s (0: plain windows; Swin alternates 0 and window // 2).
+        qkv_bias: bias of the qkv projection.
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int | tuple[int, int] = 7,
+        shift_size: int = 0,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        window = to_2tuple_int(window_size)
+        if not 0 <= shift_size < min(window):
+            raise ValueError(f"ShiftedWindowAttention: shift_size must be in [0, {min(window)}), got {shift_size}")
+        super().__init__(dim, num_heads, window_size=window, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                         proj_drop=proj_drop, device=device, dtype=dtype)  # fmt: skip
+        self.shift_size = shift_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = check_shape(x, 4, self.dim, -1, f"ShiftedWindowAttention: expected x of shape (B, H, W, {self.dim})")
+        h, w = x.shape[1], x.shape[2]
+        window, s = self.window_size, self.shift_size
+        x = pad_to_multiple(x, window)
+        hp, wp = x.shape[1], x.shape[2]
+        shift = s if s > 0 and (h > window[0] or w > window[1]) else 0
+        mask = None
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            mask = _shift_mask(hp, wp, window, shift, x.device, x.dtype)
+        y = super().forward(window_partition(x, window), mask=mask)  # (B * nW, N, C)
+        y = window_reverse(y, window, hp, wp)
+        if shift:
+            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+        return y[:, :h, :w]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, shift={self.shift_size}"

@@ -1,0 +1,22 @@
+# Cascade Mask R-CNN 3x, Agent-Swin-B backbone, FPN, COCO 2017, multi-scale + random-crop training.
+# Should reproduce the official result (LeapLabTHU/Agent-Attention downstream/detection/README.md, Cascade Mask R-CNN 3x, COCO val2017):
+#   52.6 box AP / 45.3 mask AP (official config downstream/detection/configs/agent_swin/agent_swin_b_crcnn_3x_9-12-14-7.py).
+# Official recipe: the Swin multi-scale (480-800) + random-crop augmentation (also for 1x), AdamW lr 1e-4 weight decay
+# 0.05 (none on norms, position and agent bias tables), warm-up 500 it, 36 epochs with steps [27, 33], batch 2 per GPU, drop path 0.4,
+# agent grids 9-12-14-7, per-output LayerNorms. Released detector: https://cloud.tsinghua.edu.cn/f/b3a628e668eb460ca532/?dl=1
+# (mmdet 2.x keys; not converted here).
+# Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
+_base_ = [
+    './_base_/models/cascade-mask-rcnn_agent-swin_fpn.py',
+    './_base_/datasets/coco_instance_ms-crop.py',
+    './_base_/schedules/schedule_3x_agent-swin.py',
+    './_base_/default_runtime.py',
+]
+
+# ImageNet-1k classification weights of the official release (TsinghuaCloud, timm tag agent_swin_base.in1k).
+model = dict(
+    backbone=dict(
+        model_name='agent_swin_base',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint='timm:agent_swin_base.in1k')),
+    neck=dict(in_channels=[128, 256, 512, 1024]))

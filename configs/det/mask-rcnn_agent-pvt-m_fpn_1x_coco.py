@@ -1,0 +1,22 @@
+# Mask R-CNN 1x, Agent-PVT-M backbone, FPN, COCO 2017.
+# Should reproduce the official result (LeapLabTHU/Agent-Attention downstream/detection/README.md, Mask R-CNN 1x, COCO val2017):
+#   45.9 box AP / 42.0 mask AP (official config downstream/detection/configs/agent_pvt/agent_pvt_m_mrcnn_1x_12-16-28-28.py).
+# Official recipe: single-scale 1333x800 training with flip, AdamW lr 2e-4 weight decay 1e-4 on every parameter,
+# warm-up 500 it, 12 epochs with steps [8, 11], batch 2 per GPU, drop path 0.1, agent grids 12-16-28-28, no output norms.
+# Released detector: https://cloud.tsinghua.edu.cn/f/6401bf2b227046a58fc3/?dl=1 (mmdet 2.x keys; not converted here).
+# Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
+_base_ = [
+    './_base_/models/mask-rcnn_agent-pvt_fpn.py',
+    './_base_/datasets/coco_instance.py',
+    './_base_/schedules/schedule_1x_agent-pvt.py',
+    './_base_/default_runtime.py',
+]
+
+# ImageNet-1k classification weights of the official release (TsinghuaCloud, timm tag agent_pvt_medium.in1k); the checkpoint
+# filter maps the official layout onto ours.
+model = dict(
+    backbone=dict(
+        model_name='agent_pvt_medium',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='timm:agent_pvt_medium.in1k')),
+    neck=dict(in_channels=[64, 128, 320, 512]))

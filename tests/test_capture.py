@@ -32,10 +32,21 @@ FAMILY_MODELS = [
     "litv2_small",
     "transnext_micro",
 ]
+# RAVLT and the hybrids beside the families: the released RAVLT layout (RALA / RoPE softmax attention with the stage's
+# rotary tables), the default hybrid (dwconv, global), the hybrids of the other mixers no family has (pool, static,
+# linear) and one hybrid of the last two (sigmoid; decoupled, with the stage input its stage hands it).
+_VARIANTS = {
+    "hybrid_tiny_sigmoid_decoupled": ("hybrid_tiny", dict(mixers="sigmoid | decoupled | sigmoid+decoupled | decoupled"))
+}
+HYBRID_MODELS = [
+    "ravlt_t",
+    "hybrid_tiny",
+    "hybrid_tiny_pool",
+    "hybrid_tiny_static_global",
+    "hybrid_tiny_linear_global",
+    *_VARIANTS,
+]
 # Known gaps, recorded on issue 16 (strict: a fix shows up as XPASS and must remove its entry).
-# The hybrids (issue 19) landed beside this work: their baseline / ablation mixers are not scriptable yet (f-strings
-# on shapes in their checks, list comprehensions of unknown length) nor FX leaves (shape control flow).
-_HYBRID_GAP = "hybrid mixers (blocks/baseline_mixers.py, ablation_mixers.py) not yet scriptable / FX-traceable"
 
 
 # Slow capture paths that still fail on CPU with torch 2.15 (not run: each costs minutes; recorded on issue 16).
@@ -54,23 +65,12 @@ def _with_gaps(names, gaps):
     return [pytest.param(n, marks=pytest.mark.xfail(reason=gaps(n), strict=True)) if gaps(n) else n for n in names]
 
 
-_RAVLT_GAP = "RAVLT (issue 20) landed beside this work: its RoPE / RALA mixers are not scriptable / FX leaves yet"
 _AGENT_GAP = ("Agent-PVT / Agent-Swin (issue 20): AgentAttention / ShiftedWindowAttention are not scriptable yet "
               "(f-string shape errors, starred reshapes, a subclass forward of another signature); FX passes (leaves)")
 
 
-def _hybrid_gap(name):
-    if name.startswith("ravlt_"):
-        return _RAVLT_GAP
-    if name.startswith(("agent_pvt_", "agent_swin_")):
-        return _AGENT_GAP
-    return _HYBRID_GAP if name.startswith("hybrid_") else None
-
-
-def _hybrid_fx_gap(name):  # the all-identity hybrid has no mixer to trace
-    if name.startswith(("agent_pvt_", "agent_swin_")):
-        return None  # their mixers are FX leaves
-    return None if name == "hybrid_tiny_identity" else _hybrid_gap(name)
+def _script_gap(name):
+    return _AGENT_GAP if name.startswith(("agent_pvt_", "agent_swin_")) else None
 
 
 SMALL_SIZES = ((64, 64), (65, 97))  # a multiple of every stride, and an odd size that pads everywhere
@@ -81,7 +81,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 
 def _build(name: str, **extra) -> torch.nn.Module:
     torch.manual_seed(0)
-    return timm.create_model(name, drop_path_rate=0.0, **small_kwargs(name), **extra).eval()
+    name, kwargs = _VARIANTS.get(name, (name, {}))
+    return timm.create_model(name, drop_path_rate=0.0, **small_kwargs(name), **kwargs, **extra).eval()
 
 
 @functools.cache
@@ -133,7 +134,7 @@ def _assert_same_math(actual: list, expected: list, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------- TorchScript
 
 
-@pytest.mark.parametrize("name", _with_gaps(MODELS, _hybrid_gap))
+@pytest.mark.parametrize("name", _with_gaps([*MODELS, *_VARIANTS], _script_gap))
 def test_script_forward_and_backward_match_eager(name):
     model = _small(name)
     with warnings.catch_warnings():
@@ -155,7 +156,7 @@ def test_script_keeps_input_checks():
 # ---------------------------------------------------------------------------------------------------------- FX
 
 
-@pytest.mark.parametrize("name", _with_gaps(MODELS, _hybrid_fx_gap))
+@pytest.mark.parametrize("name", [*MODELS, *_VARIANTS])
 def test_fx_features_only_matches_eager_features(name):
     """``timm.create_model(..., features_only=True, feature_cls='fx')``: the stage maps of the eager extractor."""
     fx = _build(name, features_only=True, feature_cls="fx")
@@ -180,7 +181,7 @@ def _fx_model(model: torch.nn.Module) -> torch.nn.Module:
     )
 
 
-@pytest.mark.parametrize("name", FAMILY_MODELS)
+@pytest.mark.parametrize("name", FAMILY_MODELS + HYBRID_MODELS)
 def test_fx_forward_and_backward_match_eager(name):
     model = _small(name)
     graph = _fx_model(model).eval()
@@ -198,6 +199,33 @@ def test_fx_graph_keeps_input_checks():
     graph = _fx_model(_small("focalnet_tiny_srf"))
     with pytest.raises(ValueError, match="expected input x with 3 channels"):
         graph(torch.randn(1, 4, 64, 64))
+
+
+@pytest.mark.parametrize(
+    "mixer", ["pool", "dwconv", "global", "static", "sigmoid", "linear", "decoupled", "rala", "rala_softmax", "focal"]
+)
+def test_mixers_keep_their_input_checks_when_captured(mixer):
+    """The hybrids' and RAVLT's mixers alone: scripted and FX-traced, a map of the wrong width raises the eager
+    ValueError (the same message, up to TorchScript's spelling of the shape)."""
+    from backbones.blocks import create_mixer
+
+    module = create_mixer(mixer, 32, 4).eval()
+    bad = torch.randn(1, 5, 6, 16)
+    with pytest.raises(ValueError, match=r"expected x of shape \(B, H, W, 32\)") as eager:
+        module(bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(module)
+    with pytest.raises(torch.jit.Error, match=r"expected x of shape \(B, H, W, 32\)"):
+        scripted(bad)
+    graph = _fx_model(torch.nn.Sequential(module))  # called with x alone: optional inputs (rope=) stay None
+    with pytest.raises(ValueError) as traced:
+        graph(bad)
+    assert str(traced.value) == str(eager.value)
+    x = torch.randn(1, 5, 6, 32)
+    with torch.no_grad():
+        _assert_close(scripted(x), module(x), f"{mixer} scripted")
+        _assert_close(next(iter(graph(x).values())), module(x), f"{mixer} FX")
 
 
 # ---------------------------------------------------------------------------------------------------- torch.compile
@@ -221,13 +249,13 @@ def _compile_matches_eager(name: str, sizes, backend: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", FAMILY_MODELS)
+@pytest.mark.parametrize("name", FAMILY_MODELS + HYBRID_MODELS)
 def test_compile_fullgraph_matches_eager(name):
     _compile_matches_eager(name, SMALL_SIZES, "eager")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", _not_run_gaps(FAMILY_MODELS, _INDUCTOR_GAP))
+@pytest.mark.parametrize("name", _not_run_gaps(FAMILY_MODELS + ["ravlt_t", "hybrid_tiny"], _INDUCTOR_GAP))
 def test_compile_fullgraph_inductor_matches_eager(name):
     _compile_matches_eager(name, SIZES, "inductor")
 

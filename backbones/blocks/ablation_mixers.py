@@ -32,8 +32,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import Tensor, nn
 
+from ._checks import check_shape
 from ._precision import autocast_off
 
 __all__ = ["StaticMixer", "SigmoidAttention", "LinearAttention", "DecoupledAttention", "STATIC_MODES"]
@@ -41,15 +43,49 @@ __all__ = ["StaticMixer", "SigmoidAttention", "LinearAttention", "DecoupledAtten
 STATIC_MODES = ("learned", "pool")
 
 
-def _check(x: Tensor, dim: int, name: str, arg: str = "x") -> None:
-    if x.ndim != 4 or x.shape[-1] != dim:
-        raise ValueError(f"{name}: expected {arg} of shape (B, H, W, {dim}) (channels-last), got {tuple(x.shape)}")
+def _check(x: Tensor, dim: int, name: str) -> Tensor:
+    """``x``; a ``ValueError`` naming ``name`` and the expected shape when it is not (B, H, W, dim)."""
+    return check_shape(x, 4, dim, -1, name + ": expected x of shape (B, H, W, " + str(dim) + ") (channels-last)")
 
 
 def _heads(dim: int, num_heads: int, name: str) -> int:
     if num_heads < 1 or dim % num_heads:
         raise ValueError(f"{name}: dim ({dim}) must be divisible by num_heads ({num_heads})")
     return dim // num_heads
+
+
+def _linear_attention(q: Tensor, k: Tensor, v: Tensor, eps: float) -> Tensor:
+    acc = torch.promote_types(q.dtype, torch.float32)  # at least fp32 (float64 stays float64)
+    q, k, v = F.elu(q.to(acc)) + 1, F.elu(k.to(acc)) + 1, v.to(acc)
+    state = k.transpose(-2, -1) @ v  # (B, heads, d, d): sum_m phi(k_m) v_m^T
+    norm = q @ k.sum(2, keepdim=True).transpose(-2, -1)  # (B, heads, N, 1): phi(q_n) . sum_m phi(k_m)
+    return (q @ state) / (norm + eps)
+
+
+@register_notrace_function  # reason: the autocast state of a Proxy's device is not traceable
+def linear_attention_fp32(q: Tensor, k: Tensor, v: Tensor, eps: float) -> Tensor:
+    """phi(q_n)^T S / (phi(q_n) . z + eps) (module docstring), (B, heads, N, d) each, in float32 at least and with
+    autocast off: S and z are sums over all N tokens."""
+    if torch.jit.is_scripting():  # TorchScript does not autocast
+        return _linear_attention(q, k, v, eps)
+    else:
+        with autocast_off(q.device.type):
+            return _linear_attention(q, k, v, eps)
+
+
+@register_notrace_function  # reason: a shape comparison is control flow on Proxies
+def check_stage_input(stage_input: Tensor, x: Tensor) -> Tensor:
+    """``stage_input``; a ``ValueError`` when its shape is not that of ``x``."""
+    if stage_input.shape != x.shape:
+        if torch.jit.is_scripting():
+            expected = "DecoupledAttention: stage_input must have the shape of x " + str(x.shape)
+            raise ValueError(expected + ", got " + str(stage_input.shape))
+        else:
+            raise ValueError(
+                f"DecoupledAttention: stage_input must have the shape of x {tuple(x.shape)} (the map the stage "
+                f"started from), got {tuple(stage_input.shape)}"
+            )
+    return stage_input
 
 
 class StaticMixer(nn.Module):
@@ -98,8 +134,8 @@ class StaticMixer(nn.Module):
         return (logits - logits.amax(dim=(1, 2), keepdim=True)).exp()
 
     def forward(self, x: Tensor) -> Tensor:
-        _check(x, self.dim, "StaticMixer")
-        b, h, w, c = x.shape
+        x = _check(x, self.dim, "StaticMixer")
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
         k, heads = self.window_size, self.num_heads
         e = self.position_weights().to(x.dtype)  # (heads, k, k)
         v = self.v(x).permute(0, 3, 1, 2)  # NCHW view, channels_last memory
@@ -125,11 +161,12 @@ class _QKVAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, **dd)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, h, w, _ = x.shape
+        b, n = x.shape[0], x.shape[1] * x.shape[2]
         # (B, N, 3, heads, d) -> 3 x (B, heads, N, d)
-        return self.qkv(x).view(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
 
-    def _merge(self, out: Tensor, shape: torch.Size) -> Tensor:
+    def _merge(self, out: Tensor, shape: list[int]) -> Tensor:
         return self.proj(out.transpose(1, 2).reshape(shape))
 
     def extra_repr(self) -> str:
@@ -150,7 +187,7 @@ class SigmoidAttention(_QKVAttention):
         self.bias = bias
 
     def forward(self, x: Tensor) -> Tensor:
-        _check(x, self.dim, "SigmoidAttention")
+        x = _check(x, self.dim, "SigmoidAttention")
         q, k, v = self._split(x)
         n = q.shape[2]
         bias = -math.log(n) if self.bias is None else self.bias
@@ -174,15 +211,9 @@ class LinearAttention(_QKVAttention):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        _check(x, self.dim, "LinearAttention")
+        x = _check(x, self.dim, "LinearAttention")
         q, k, v = self._split(x)
-        with autocast_off(x.device.type):
-            acc = torch.promote_types(q.dtype, torch.float32)  # at least fp32 (float64 stays float64)
-            q, k, v = F.elu(q.to(acc)) + 1, F.elu(k.to(acc)) + 1, v.to(acc)
-            state = k.transpose(-2, -1) @ v  # (B, heads, d, d): sum_m phi(k_m) v_m^T
-            norm = q @ k.sum(2, keepdim=True).transpose(-2, -1)  # (B, heads, N, 1): phi(q_n) . sum_m phi(k_m)
-            out = (q @ state) / (norm + self.eps)
-        return self._merge(out.to(x.dtype), x.shape)
+        return self._merge(linear_attention_fp32(q, k, v, self.eps).to(x.dtype), x.shape)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, eps={self.eps}"
@@ -212,15 +243,9 @@ class DecoupledAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: Tensor, stage_input: Tensor | None = None) -> Tensor:
-        _check(x, self.dim, "DecoupledAttention")
-        if stage_input is None:
-            stage_input = x
-        elif stage_input.shape != x.shape:
-            raise ValueError(
-                f"DecoupledAttention: stage_input must have the shape of x {tuple(x.shape)} (the map the stage "
-                f"started from), got {tuple(stage_input.shape)}"
-            )
-        b, h, w, c = x.shape
+        x = _check(x, self.dim, "DecoupledAttention")
+        stage_input = x if stage_input is None else check_stage_input(stage_input, x)
+        b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         heads, d = self.num_heads, self.head_dim
         q, k = self.qk(self.context_norm(stage_input)).view(b, h * w, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
         v = self.v(x).view(b, h * w, heads, d).transpose(1, 2)

@@ -22,13 +22,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_shape
+
 __all__ = ["PoolMixer", "DWConvMixer", "GlobalAttention"]
-
-
-def _check_map(x: Tensor, dim: int | None, name: str) -> None:
-    if x.ndim != 4 or (dim is not None and x.shape[-1] != dim):
-        expected = f"(B, H, W, {dim})" if dim is not None else "(B, H, W, C)"
-        raise ValueError(f"{name}: expected x of shape {expected} (channels-last), got {tuple(x.shape)}")
 
 
 class PoolMixer(nn.Module):
@@ -44,9 +40,11 @@ class PoolMixer(nn.Module):
             raise ValueError(f"PoolMixer: pool_size must be a positive odd int (a centred window), got {pool_size}")
         self.dim = dim
         self.pool_size = pool_size
+        channels = "C" if dim is None else str(dim)
+        self._expected = f"PoolMixer: expected x of shape (B, H, W, {channels}) (channels-last)"  # + the shape got
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_map(x, self.dim, "PoolMixer")
+        x = check_shape(x, 4, -1 if self.dim is None else self.dim, -1, self._expected)
         k = self.pool_size
         pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), k, 1, k // 2, count_include_pad=False)
         return pooled.permute(0, 2, 3, 1) - x
@@ -73,7 +71,8 @@ class DWConvMixer(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_map(x, self.dim, "DWConvMixer")
+        expected = f"DWConvMixer: expected x of shape (B, H, W, {self.dim}) (channels-last)"
+        x = check_shape(x, 4, self.dim, -1, expected)
         return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
@@ -113,8 +112,9 @@ class GlobalAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_map(x, self.dim, "GlobalAttention")
-        b, h, w, c = x.shape
+        expected = f"GlobalAttention: expected x of shape (B, H, W, {self.dim}) (channels-last)"
+        x = check_shape(x, 4, self.dim, -1, expected)
+        b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         # (B, N, 3, heads, d) -> 3 x (B, heads, N, d)
         q, k, v = self.qkv(x).view(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)

@@ -61,6 +61,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ._checks import check_shape
 from .ablation_mixers import DecoupledAttention, LinearAttention, SigmoidAttention, StaticMixer
 from .agent_attention import AgentAttention
 from .aggregated_attention import AggregatedAttention, LengthScaledAttention
@@ -99,14 +100,12 @@ class ChannelsFirstMixer(nn.Module):
     def __init__(self, mixer: nn.Module, dim: int, proj: nn.Module | None = None):
         super().__init__()
         self.dim = dim
+        self._expected = f"{type(mixer).__name__} (channels-last adapter): expected x of shape (B, H, W, {dim})"
         self.mixer = mixer
         self.proj = proj if proj is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            name = type(self.mixer).__name__
-            raise ValueError(f"{name} (channels-last adapter): expected x of shape (B, H, W, {self.dim}), "
-                             f"got {tuple(x.shape)}")
+        x = check_shape(x, 4, self.dim, -1, self._expected)
         return self.proj(self.mixer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 

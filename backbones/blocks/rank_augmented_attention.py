@@ -29,22 +29,32 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import Tensor, nn
 
-__all__ = ["RankAugmentedLinearAttention", "RoPEGatedAttention", "rope_2d", "apply_rope"]
+from ._checks import check_shape
+
+__all__ = ["RankAugmentedLinearAttention", "RoPEGatedAttention", "RoPETables", "rope_2d", "apply_rope"]
 
 
-def rope_2d(height: int, width: int, head_dim: int, device=None, dtype=None) -> tuple[Tensor, Tensor]:
+@register_notrace_function  # reason: the tables are built from the map's size (FX: a leaf call on the traced sizes)
+def rope_2d(
+    height: int, width: int, head_dim: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
     """(sin, cos), each (H * W, head_dim), of the row / column rotation described in the module docstring.
 
     ``sin`` carries the sign of the rotation: -sin(angle) on the first channel of each pair, +sin(angle) on the
     second, so that :func:`apply_rope` is two products with the pair-swapped input.
     """
     if head_dim % 4:
+        if torch.jit.is_scripting():
+            raise ValueError("rope_2d: head_dim must be a multiple of 4, got " + str(head_dim))
         raise ValueError(f"rope_2d: head_dim must be a multiple of 4 (two rotated pairs per frequency), got {head_dim}")
-    work = torch.float64 if dtype == torch.float64 else torch.float32  # tables in fp32 at least (bf16 runs)
+    out_dtype = torch.float32 if dtype is None else dtype
+    work = torch.float64 if out_dtype == torch.float64 else torch.float32  # tables in fp32 at least (bf16 runs)
     # frequencies rounded to fp32 whatever the dtype: the official buffer is made in fp32 and cast with the model
-    theta = (1.0 / 10000.0 ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float32)).to(work)
+    exponents = torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float32)
+    theta = (1.0 / torch.pow(10000.0, exponents)).to(work)
     theta = theta.repeat_interleave(2)  # one frequency per channel of a pair: (d / 2,)
     rows = torch.arange(height, device=device, dtype=work)[:, None] * theta  # (H, d / 2)
     cols = torch.arange(width, device=device, dtype=work)[:, None] * theta  # (W, d / 2)
@@ -52,7 +62,22 @@ def rope_2d(height: int, width: int, head_dim: int, device=None, dtype=None) -> 
         (rows[:, None, :].expand(height, width, -1), cols[None, :, :].expand(height, width, -1)), dim=-1
     ).reshape(height * width, head_dim)
     sign = torch.tensor([-1.0, 1.0], device=device, dtype=work).repeat(head_dim // 2)
-    return (angles.sin() * sign).to(dtype or torch.float32), angles.cos().to(dtype or torch.float32)
+    return (angles.sin() * sign).to(out_dtype), angles.cos().to(out_dtype)
+
+
+class RoPETables(nn.Module):
+    """The :func:`rope_2d` tables of a (B, H, W, C) map's H x W grid for heads of ``head_dim`` channels, in the
+    map's dtype; no parameters. A stage of several blocks builds them once and hands them to every block."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.head_dim = head_dim
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return rope_2d(x.shape[1], x.shape[2], self.head_dim, x.device, x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}"
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
@@ -86,6 +111,7 @@ class _GatedRoPEMixer(nn.Module):
         if lepe_kernel_size < 1 or lepe_kernel_size % 2 != 1:
             raise ValueError(f"{name}: lepe_kernel_size must be a positive odd int, got {lepe_kernel_size}")
         dd = dict(device=device, dtype=dtype)
+        self._name = name  # for messages (TorchScript has no type(self).__name__)
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -97,17 +123,18 @@ class _GatedRoPEMixer(nn.Module):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _split_heads(self, t: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, heads, N, d)."""
+        return t.reshape(t.shape[0], t.shape[1] * t.shape[2], self.num_heads, self.head_dim).transpose(1, 2)
+
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x (B, H, W, C) -> (B, H, W, C); ``rope``: the :func:`rope_2d` tables of (H, W) if already built (a stage
         of several blocks builds them once)."""
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            name = type(self).__name__
-            raise ValueError(f"{name}: expected x of shape (B, H, W, {self.dim}) (channels-last), got {tuple(x.shape)}")
-        b, h, w, c = x.shape
+        x = check_shape(x, 4, self.dim, -1, f"{self._name}: expected x of shape (B, H, W, {self.dim}) (channels-last)")
+        b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         q, k, v, gate = self.qkvo(x).chunk(4, dim=-1)
         lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # NCHW view of channels-last v
-        # (B, H, W, C) -> (B, heads, N, d)
-        q, k, v = (t.reshape(b, h * w, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
         if rope is None:
             rope = rope_2d(h, w, self.head_dim, device=x.device, dtype=q.dtype)
         sin, cos = rope[0].to(q.dtype), rope[1].to(q.dtype)  # no-ops unless the tables came from outside autocast

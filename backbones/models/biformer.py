@@ -31,8 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from .._bench import register_reference
@@ -44,10 +44,12 @@ from ._common import (
     drop_absent_classifier,
     init_linear_trunc_normal,
     load_checkpoint,
+    per_stage,
     rename_key,
     stage_group_matcher,
     unwrap_state_dict,
 )
+from ._stage import ConvNormDownsample, Stage, stage_drop_path_rates, stage_feature_info
 
 __all__ = ["BiFormer", "checkpoint_filter_fn", "biformer_tiny", "biformer_small", "biformer_base"]
 
@@ -172,55 +174,6 @@ class Stem(nn.Module):
         return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
 
 
-class Downsample(nn.Module):
-    """3x3 stride-2 conv + BatchNorm between stages (NCHW in and out)."""
-
-    def __init__(self, in_chs: int, out_chs: int, device=None, dtype=None):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.conv = nn.Conv2d(in_chs, out_chs, 3, stride=2, padding=1, **dd)
-        self.norm = nn.BatchNorm2d(out_chs, **dd)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(x))
-
-
-class BiFormerStage(nn.Module):
-    """Optional :class:`Downsample`, then ``depth`` blocks run channels-last; NCHW in and out."""
-
-    def __init__(
-        self,
-        in_chs: int,
-        dim: int,
-        depth: int,
-        downsample: bool = True,
-        drop_path: Sequence[float] | float = 0.0,
-        device=None,
-        dtype=None,
-        **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = Downsample(in_chs, dim, **dd) if downsample else nn.Identity()
-        drop_paths = [drop_path] * depth if isinstance(drop_path, float | int) else list(drop_path)
-        self.blocks = nn.ModuleList(
-            BiFormerBlock(dim, drop_path=drop_paths[i], **block_kwargs, **dd) for i in range(depth)
-        )
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1).contiguous()  # NCHW in channels-last memory: no copy
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x)
-            else:
-                x = block(x)
-        return x.permute(0, 3, 1, 2)
-
-
 class BiFormer(StagedModelMixin, nn.Module):
     """BiFormer (see the module docstring).
 
@@ -276,10 +229,9 @@ class BiFormer(StagedModelMixin, nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         num_stages = len(depths)
-        qk_dims = tuple(qk_dims or embed_dims)
-        for name, value in (("embed_dims", embed_dims), ("qk_dims", qk_dims), ("topks", topks)):
-            if len(value) != num_stages:
-                raise ValueError(f"{name} needs one value per stage ({num_stages}), got {tuple(value)}")
+        embed_dims = per_stage(embed_dims, num_stages, "embed_dims", "BiFormer")
+        qk_dims = per_stage(qk_dims or embed_dims, num_stages, "qk_dims", "BiFormer")
+        topks = per_stage(topks, num_stages, "topks", "BiFormer")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.embed_dims = tuple(embed_dims)
@@ -287,40 +239,36 @@ class BiFormer(StagedModelMixin, nn.Module):
         self.grad_checkpointing = False
 
         self.stem = Stem(in_chans, embed_dims[0], min_input_size=4 * 2 ** (num_stages - 1), **dd)
-        drop_paths = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        stages, self.feature_info, first = [], [], 0
+        drop_paths = stage_drop_path_rates(drop_path_rate, depths)
+        stages = []
         for i in range(num_stages):
+            block_kwargs = dict(
+                num_heads=qk_dims[i] // head_dim,
+                topk=topks[i],
+                num_regions=num_regions,
+                qk_dim=qk_dims[i],
+                mlp_ratio=mlp_ratio,
+                pos_kernel_size=pos_kernel_size,
+                lepe_kernel_size=lepe_kernel_size,
+                global_num_heads=global_num_heads,
+                mask_padding=mask_padding,
+                layer_scale_init_value=layer_scale_init_value,
+            )
+            if kv_downsample_mode != "identity":
+                block_kwargs.update(
+                    kv_downsample_mode=kv_downsample_mode,
+                    kv_per_region=kv_per_region,
+                    kv_downsample_ratio=kv_downsample_ratios[i],
+                )
             stages.append(
-                BiFormerStage(
-                    embed_dims[max(i - 1, 0)],
-                    embed_dims[i],
-                    depths[i],
-                    downsample=i > 0,
-                    drop_path=drop_paths[first : first + depths[i]],
-                    num_heads=qk_dims[i] // head_dim,
-                    topk=topks[i],
-                    num_regions=num_regions,
-                    qk_dim=qk_dims[i],
-                    mlp_ratio=mlp_ratio,
-                    pos_kernel_size=pos_kernel_size,
-                    lepe_kernel_size=lepe_kernel_size,
-                    global_num_heads=global_num_heads,
-                    mask_padding=mask_padding,
-                    layer_scale_init_value=layer_scale_init_value,
-                    **(
-                        {}
-                        if kv_downsample_mode == "identity"
-                        else dict(
-                            kv_downsample_mode=kv_downsample_mode,
-                            kv_per_region=kv_per_region,
-                            kv_downsample_ratio=kv_downsample_ratios[i],
-                        )
-                    ),
-                    **dd,
+                Stage(
+                    ConvNormDownsample(embed_dims[i - 1], embed_dims[i], **dd) if i > 0 else None,
+                    [BiFormerBlock(embed_dims[i], drop_path=dp, **block_kwargs, **dd) for dp in drop_paths[i]],
+                    permute_in=True,  # NCHW downsampling, channels-last blocks
+                    permute_out=True,
                 )
             )
-            first += depths[i]
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+        self.feature_info = stage_feature_info(embed_dims)
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)

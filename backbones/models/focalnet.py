@@ -35,10 +35,9 @@ from timm.layers import (
     LayerNorm2d,
     LayerScale2d,
     NormMlpClassifierHead,
-    calculate_drop_path_rates,
     trunc_normal_,
 )
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from .._registry import register_model
@@ -46,6 +45,7 @@ from ..blocks import FocalModulation
 from ..blocks._windows import pad_to_multiple
 from ._common import StagedModelMixin, check_input, per_stage
 from ._focalnet_checkpoint import checkpoint_filter_fn
+from ._stage import Stage, stage_drop_path_rates, stage_feature_info
 
 __all__ = [
     "FocalNet",
@@ -212,48 +212,6 @@ class FocalNetBlock(nn.Module):
         return x
 
 
-class FocalNetStage(nn.Module):
-    """Optional 2x :class:`Downsample` (at the start, as in timm) followed by ``depth`` blocks."""
-
-    def __init__(
-        self,
-        dim: int,
-        out_dim: int,
-        depth: int,
-        downsample: bool = True,
-        use_overlap_down: bool = False,
-        drop_path: float | Sequence[float] = 0.0,
-        norm_layer: type[nn.Module] = LayerNorm2d,
-        device=None,
-        dtype=None,
-        **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        if downsample:
-            self.downsample = Downsample(dim, out_dim, stride=2, overlap=use_overlap_down, norm_layer=norm_layer, **dd)
-        else:
-            self.downsample = nn.Identity()
-        drop_paths = [drop_path] * depth if isinstance(drop_path, float | int) else list(drop_path)
-        self.blocks = nn.ModuleList(
-            FocalNetBlock(out_dim, drop_path=drop_paths[i], norm_layer=norm_layer, **block_kwargs, **dd)
-            for i in range(depth)
-        )
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x)
-            else:
-                x = block(x)
-        return x
-
-
 class FocalNet(StagedModelMixin, nn.Module):
     """Focal Modulation Network (timm-compatible; see the module docstring for what differs).
 
@@ -323,32 +281,32 @@ class FocalNet(StagedModelMixin, nn.Module):
 
         total_stride = 4 * 2 ** (num_stages - 1)
         self.stem = _Stem(in_chans, dims[0], total_stride, overlap=use_overlap_down, norm_layer=norm_layer, **dd)
-        drop_paths = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        stages, self.feature_info, first = [], [], 0
+        drop_paths = stage_drop_path_rates(drop_path_rate, depths)
+        stages = []
         for i in range(num_stages):
-            stages.append(
-                FocalNetStage(
-                    dims[max(i - 1, 0)],
-                    dims[i],
-                    depths[i],
-                    downsample=i > 0,
-                    use_overlap_down=use_overlap_down,
-                    drop_path=drop_paths[first : first + depths[i]],
-                    norm_layer=norm_layer,
-                    mlp_ratio=mlp_ratio,
-                    focal_levels=focal_levels[i],
-                    focal_window=focal_windows[i],
-                    focal_factor=focal_factor,
-                    use_post_norm=use_post_norm,
-                    use_post_norm_in_modulation=use_post_norm_in_modulation,
-                    normalize_modulator=normalize_modulator,
-                    layerscale_value=layerscale_value,
-                    proj_drop=proj_drop_rate,
-                    **dd,
-                )
+            block_kwargs = dict(
+                mlp_ratio=mlp_ratio,
+                focal_levels=focal_levels[i],
+                focal_window=focal_windows[i],
+                focal_factor=focal_factor,
+                use_post_norm=use_post_norm,
+                use_post_norm_in_modulation=use_post_norm_in_modulation,
+                normalize_modulator=normalize_modulator,
+                layerscale_value=layerscale_value,
+                proj_drop=proj_drop_rate,
             )
-            first += depths[i]
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"layers.{i}"))
+            # the downsample starts the stage, as in timm (the official code ends the previous stage with it)
+            downsample = (
+                Downsample(dims[i - 1], dims[i], stride=2, overlap=use_overlap_down, norm_layer=norm_layer, **dd)
+                if i > 0
+                else None
+            )
+            blocks = [
+                FocalNetBlock(dims[i], drop_path=dp, norm_layer=norm_layer, **block_kwargs, **dd)
+                for dp in drop_paths[i]
+            ]
+            stages.append(Stage(downsample, blocks))
+        self.feature_info = stage_feature_info(dims, prefix="layers")
         self.layers = nn.Sequential(*stages)
 
         if head_hidden_size:

@@ -34,14 +34,15 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from .._registry import register_model
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
 from ..blocks.mixer_registry import create_mixer, list_mixers, mixer_info
 from ._common import StagedModelMixin, check_input, per_stage, stage_group_matcher
+from ._stage import Stage, heads_per_stage, stage_drop_path_rates, stage_feature_info
 
 __all__ = [
     "HybridNet",
@@ -126,7 +127,7 @@ class Stem(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size, "HybridNet")
+        x = check_input(x, self.in_chans, self.min_input_size, "HybridNet")
         x = self.act(self.bn(self.conv1(x.contiguous(memory_format=torch.channels_last))))
         return self.norm(self.conv2(x).permute(0, 2, 3, 1))
 
@@ -145,6 +146,8 @@ class Downsample(nn.Module):
 
 class HybridBlock(nn.Module):
     """Pre-norm residual block around any registry mixer and a ConvGLU / MLP; x is (B, H, W, C)."""
+
+    __constants__ = ["uses_stage_input"]  # a constant to TorchScript: only the call the mixer takes is compiled
 
     def __init__(
         self,
@@ -182,46 +185,6 @@ class HybridBlock(nn.Module):
         h = self.mixer(h, stage_input=stage_input) if self.uses_stage_input else self.mixer(h)
         x = x + self.drop_path1(self.ls1(h))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-
-
-class HybridStage(nn.Module):
-    """Optional downsampling, then blocks that each may get the stage's input map; (B, H, W, C) in and out."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        mixers: Sequence[str],
-        num_heads: int,
-        downsample: bool = True,
-        drop_path: Sequence[float] = (),
-        mixer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-        device=None,
-        dtype=None,
-        **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = Downsample(in_dim, dim, **dd) if downsample else nn.Identity()
-        drop_path = list(drop_path) or [0.0] * len(mixers)
-        mixer_kwargs = mixer_kwargs or {}
-        self.blocks = nn.Sequential(*[
-            HybridBlock(dim, name, num_heads, mixer_kwargs.get(name), drop_path=drop_path[i], **block_kwargs, **dd)
-            for i, name in enumerate(mixers)
-        ])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = stage_input = self.downsample(x)
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x, stage_input)
-            else:
-                x = block(x, stage_input)
-        return x
 
 
 class HybridNet(StagedModelMixin, nn.Module):
@@ -272,9 +235,7 @@ class HybridNet(StagedModelMixin, nn.Module):
         dd = dict(device=device, dtype=dtype)
         num_stages = len(depths)
         embed_dims = per_stage(embed_dims, num_stages, "embed_dims", "HybridNet")
-        if num_heads is None:
-            num_heads = [max(1, d // head_dim) for d in embed_dims]
-        num_heads = per_stage(num_heads, num_stages, "num_heads", "HybridNet")
+        num_heads = heads_per_stage(num_heads, embed_dims, head_dim, "HybridNet")
         mlp_ratios = per_stage(mlp_ratio, num_stages, "mlp_ratio", "HybridNet")
         if ffn not in FFN_TYPES:
             raise ValueError(f"HybridNet: ffn must be one of {FFN_TYPES}, got {ffn!r}")
@@ -299,26 +260,27 @@ class HybridNet(StagedModelMixin, nn.Module):
         self.grad_checkpointing = False
 
         self.stem = Stem(in_chans, embed_dims[0], min_input_size=4 * 2 ** (num_stages - 1), **dd)
-        drop_paths = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
+        drop_paths = stage_drop_path_rates(drop_path_rate, depths)
+        block_kwargs = dict(ffn=ffn, proj_drop=proj_drop_rate, layer_scale_init_value=layer_scale_init_value, **dd)
+        stages = []
         for i in range(num_stages):
-            stages.append(
-                HybridStage(
-                    embed_dims[max(i - 1, 0)],
+            downsample = Downsample(embed_dims[i - 1], embed_dims[i], **dd) if i > 0 else None
+            blocks = [
+                HybridBlock(
                     embed_dims[i],
-                    self.mixers[i],
+                    name,
                     num_heads[i],
-                    downsample=i > 0,
-                    drop_path=drop_paths[i],
-                    mixer_kwargs=stage_mixer_kwargs[i],
-                    ffn=ffn,
+                    stage_mixer_kwargs[i].get(name),
                     mlp_ratio=mlp_ratios[i],
-                    proj_drop=proj_drop_rate,
-                    layer_scale_init_value=layer_scale_init_value,
-                    **dd,
+                    drop_path=drop_paths[i][j],
+                    **block_kwargs,
                 )
-            )
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+                for j, name in enumerate(self.mixers[i])
+            ]
+            # a stage with a mixer that reads the stage input (decoupled) hands every block the downsampled map
+            stage_input = nn.Identity() if any(b.uses_stage_input for b in blocks) else None
+            stages.append(Stage(downsample, blocks, context=stage_input))
+        self.feature_info = stage_feature_info(embed_dims)
         self.stages = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(self.num_features, eps=1e-6, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)

@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.layers import ClassifierHead, DropPath, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._manipulate import adapt_input_conv
 from torch import Tensor, nn
 
@@ -57,6 +57,7 @@ from ._common import (
     stage_group_matcher,
     unwrap_state_dict,
 )
+from ._stage import Stage, heads_per_stage, stage_drop_path_rates, stage_feature_info
 
 __all__ = ["LITv2", "checkpoint_filter_fn", "litv2_small", "litv2_medium", "litv2_base"]
 
@@ -157,47 +158,6 @@ class HiLoBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
-class LITv2Stage(nn.Module):
-    """Optional deformable token merging (at the start, as in timm), then ``depth`` HiLo or ConvFFN blocks."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        depth: int,
-        downsample: bool = True,
-        use_attn: bool = True,
-        drop_path: Sequence[float] = (),
-        norm_layer: type[nn.Module] = _layer_norm,
-        device=None,
-        dtype=None,
-        **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = DeformableTokenMerging(in_dim, dim, **dd) if downsample else nn.Identity()
-        drop_path = list(drop_path) or [0.0] * depth
-        if use_attn:
-            blocks = [HiLoBlock(dim, drop_path=dp, norm_layer=norm_layer, **block_kwargs, **dd) for dp in drop_path]
-        else:
-            mlp_kwargs = {k: block_kwargs[k] for k in ("mlp_ratio", "proj_drop") if k in block_kwargs}
-            blocks = [ConvFFNBlock(dim, drop_path=dp, norm_layer=norm_layer, **mlp_kwargs, **dd) for dp in drop_path]
-        self.blocks = nn.ModuleList(blocks)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x)
-            else:
-                x = block(x)
-        return x
-
-
 class LITv2(StagedModelMixin, nn.Module):
     """LITv2 classifier / backbone (see the module docstring).
 
@@ -253,9 +213,7 @@ class LITv2(StagedModelMixin, nn.Module):
         dd = dict(device=device, dtype=dtype)
         num_stages = len(depths)
         dims = [embed_dim * 2**i for i in range(num_stages)]
-        if num_heads is None:
-            num_heads = [max(1, d // head_dim) for d in dims]
-        num_heads = per_stage(num_heads, num_stages, "num_heads", "LITv2")
+        num_heads = heads_per_stage(num_heads, dims, head_dim, "LITv2")
         attn_stages = per_stage(attn_stages, num_stages, "attn_stages", "LITv2")
         window_sizes = per_stage(window_sizes, num_stages, "window_sizes", "LITv2")
         for i in range(num_stages):
@@ -268,37 +226,26 @@ class LITv2(StagedModelMixin, nn.Module):
         self.grad_checkpointing = False
 
         self.stem = Stem(in_chans, dims[0], min_input_size=4 * 2 ** (num_stages - 1), norm_layer=norm_layer, **dd)
-        drop_paths = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        stages, self.feature_info, first = [], [], 0
+        drop_paths = stage_drop_path_rates(drop_path_rate, depths)
+        stages = []
         for i in range(num_stages):
-            stages.append(
-                LITv2Stage(
-                    dims[max(i - 1, 0)],
-                    dims[i],
-                    depths[i],
-                    downsample=i > 0,
-                    use_attn=bool(attn_stages[i]),
-                    drop_path=drop_paths[first : first + depths[i]],
-                    norm_layer=norm_layer,
-                    mlp_ratio=mlp_ratio,
-                    proj_drop=proj_drop_rate,
-                    **(
-                        dict(
-                            num_heads=num_heads[i],
-                            window_size=window_sizes[i],
-                            alpha=alpha,
-                            qkv_bias=qkv_bias,
-                            mask_padding=mask_padding,
-                            attn_drop=attn_drop_rate,
-                        )
-                        if attn_stages[i]
-                        else {}
-                    ),
-                    **dd,
+            # deformable token merging starts the stage, as in timm (the official code ends the previous one with it)
+            downsample = DeformableTokenMerging(dims[i - 1], dims[i], **dd) if i > 0 else None
+            ffn_kwargs = dict(mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, norm_layer=norm_layer, **dd)
+            if attn_stages[i]:
+                hilo_kwargs = dict(
+                    num_heads=num_heads[i],
+                    window_size=window_sizes[i],
+                    alpha=alpha,
+                    qkv_bias=qkv_bias,
+                    mask_padding=mask_padding,
+                    attn_drop=attn_drop_rate,
                 )
-            )
-            first += depths[i]
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+                blocks = [HiLoBlock(dims[i], drop_path=dp, **hilo_kwargs, **ffn_kwargs) for dp in drop_paths[i]]
+            else:
+                blocks = [ConvFFNBlock(dims[i], drop_path=dp, **ffn_kwargs) for dp in drop_paths[i]]
+            stages.append(Stage(downsample, blocks))
+        self.feature_info = stage_feature_info(dims)
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)

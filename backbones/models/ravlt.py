@@ -32,14 +32,14 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerScale, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.layers import ClassifierHead, DropPath, LayerScale, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.mixer_registry import create_mixer
-from ..blocks.rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention, rope_2d
+from ..blocks.rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention, RoPETables
 from ._common import (
     StagedModelMixin,
     check_input,
@@ -49,6 +49,7 @@ from ._common import (
     stage_group_matcher,
     unwrap_state_dict,
 )
+from ._stage import ConvNormDownsample, Stage, stage_drop_path_rates, stage_feature_info
 
 __all__ = ["RAVLT", "checkpoint_filter_fn", "ravlt_t", "ravlt_s", "ravlt_b", "ravlt_l"]
 
@@ -77,6 +78,8 @@ class ConvResMlp(nn.Module):
 
 class RAVLTBlock(nn.Module):
     """x + PosConv(x), then x + ls1 * Mixer(LN(x)) and x + ls2 * FFN(LN(x)); (B, H, W, C) in and out."""
+
+    __constants__ = ["takes_rope"]  # a constant to TorchScript: only the call the mixer takes is compiled
 
     def __init__(
         self,
@@ -132,64 +135,12 @@ class Stem(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size, "RAVLT")
+        x = check_input(x, self.in_chans, self.min_input_size, "RAVLT")
         x = x.contiguous(memory_format=torch.channels_last)
         x = self.act(self.norm1(self.conv1(x)))
         x = self.act(self.norm2(self.conv2(x)))
         x = self.act(self.norm3(self.conv3(x)))
         return self.norm4(self.conv4(x))
-
-
-class Downsample(nn.Module):
-    """3x3 stride-2 conv + BatchNorm between stages (NCHW in and out; the official end-of-stage ``PatchMerging``)."""
-
-    def __init__(self, in_chs: int, out_chs: int, device=None, dtype=None):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.conv = nn.Conv2d(in_chs, out_chs, 3, stride=2, padding=1, **dd)
-        self.norm = nn.BatchNorm2d(out_chs, **dd)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(x))
-
-
-class RAVLTStage(nn.Module):
-    """Optional :class:`Downsample`, then blocks run channels-last; NCHW in and out."""
-
-    def __init__(
-        self,
-        in_chs: int,
-        dim: int,
-        depth: int,
-        mixers: Sequence[str],
-        downsample: bool = True,
-        drop_path: Sequence[float] = (),
-        device=None,
-        dtype=None,
-        **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = Downsample(in_chs, dim, **dd) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList(
-            RAVLTBlock(dim, mixer=mixers[i], drop_path=drop_path[i], **block_kwargs, **dd) for i in range(depth)
-        )
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1)  # channels_last memory: a contiguous (B, H, W, C) view
-        head_dims = {b.attn.head_dim for b in self.blocks if b.takes_rope}
-        # the rotary tables of this map, built once for all the stage's blocks (one head width per stage)
-        rope = rope_2d(x.shape[1], x.shape[2], head_dims.pop(), x.device, x.dtype) if len(head_dims) == 1 else None
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x, rope)
-            else:
-                x = block(x, rope)
-        return x.permute(0, 3, 1, 2)
 
 
 class ConvHead(nn.Module):
@@ -273,26 +224,28 @@ class RAVLT(StagedModelMixin, nn.Module):
         self.grad_checkpointing = False
 
         self.stem = Stem(in_chans, embed_dims[0], min_input_size=4 * 2 ** (num_stages - 1), **dd)
-        drop_paths = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        stages, self.feature_info, first = [], [], 0
+        drop_paths = stage_drop_path_rates(drop_path_rate, depths)
+        stages = []
         for i in range(num_stages):
-            stages.append(
-                RAVLTStage(
-                    embed_dims[max(i - 1, 0)],
+            downsample = ConvNormDownsample(embed_dims[i - 1], embed_dims[i], **dd) if i > 0 else None
+            blocks = [
+                RAVLTBlock(
                     embed_dims[i],
-                    depths[i],
-                    block_mixers[i],
-                    downsample=i > 0,
-                    drop_path=drop_paths[first : first + depths[i]],
-                    num_heads=num_heads[i],
+                    num_heads[i],
+                    mixer=block_mixers[i][j],
                     mixer_kwargs=mixer_kwargs,
                     mlp_ratio=mlp_ratio,
                     layer_scale_init_value=ls_values[i],
+                    drop_path=drop_paths[i][j],
                     **dd,
                 )
-            )
-            first += depths[i]
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+                for j in range(depths[i])
+            ]
+            # the rotary tables of the stage's map, built once for all its blocks (one head width per stage)
+            head_dims = {b.attn.head_dim for b in blocks if b.takes_rope}
+            rope = RoPETables(head_dims.pop()) if len(head_dims) == 1 else None
+            stages.append(Stage(downsample, blocks, context=rope, permute_in=True, permute_out=True))
+        self.feature_info = stage_feature_info(embed_dims)
         self.stages = nn.Sequential(*stages)
         self.conv_head = ConvHead(embed_dims[-1], head_hidden_size, **dd)
         self.head = ClassifierHead(head_hidden_size, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)

@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
+from timm.layers import ClassifierHead, DropPath, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from .._bench import register_reference
@@ -44,6 +44,7 @@ from .._registry import register_model
 from ..blocks.aggregated_attention import AggregatedAttention, LengthScaledAttention, PosBiasMode
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
 from ._common import StagedModelMixin, check_input, drop_absent_classifier, per_stage, rename_key, unwrap_state_dict
+from ._stage import Stage, stage_drop_path_rates, stage_feature_info
 
 __all__ = [
     "TransNeXt",
@@ -149,49 +150,6 @@ class TransNeXtBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
-class TransNeXtStage(nn.Module):
-    """Overlapping patch embedding, ``depth`` blocks and a closing LayerNorm; NCHW in, NCHW (channels-last) out."""
-
-    def __init__(
-        self,
-        in_chs: int,
-        dim: int,
-        depth: int,
-        stride: int,
-        kernel_size: int,
-        min_input_size: int | None = None,
-        drop_path: Sequence[float] = (),
-        norm_layer: type[nn.Module] = nn.LayerNorm,
-        device=None,
-        dtype=None,
-        **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = OverlapPatchEmbed(in_chs, dim, kernel_size, stride, min_input_size, **dd)
-        drop_path = list(drop_path) or [0.0] * depth
-        self.blocks = nn.Sequential(
-            *[
-                TransNeXtBlock(dim, drop_path=drop_path[i], norm_layer=norm_layer, **block_kwargs, **dd)
-                for i in range(depth)
-            ]
-        )
-        self.norm = norm_layer(dim, **dd)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)  # (B, H, W, C)
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x)
-            else:
-                x = block(x)
-        return self.norm(x).permute(0, 3, 1, 2)
-
-
 class TransNeXt(StagedModelMixin, nn.Module):
     """TransNeXt (see the module docstring).
 
@@ -268,37 +226,39 @@ class TransNeXt(StagedModelMixin, nn.Module):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.grad_checkpointing = False
 
-        drop_paths = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per block, by stage
-        stages, self.feature_info = [], []
+        drop_paths = stage_drop_path_rates(drop_path_rate, depths)
+        stages = []
         for i in range(num_stages):
             stride = patch_size * 2**i
             # Official: per-stage grids by floor division of the (square or pair) image size.
             grid = lambda size, s=stride: (max(1, size[0] // s), max(1, size[1] // s))  # noqa: E731
-            stages.append(
-                TransNeXtStage(
-                    in_chans if i == 0 else embed_dims[i - 1],
-                    embed_dims[i],
-                    depths[i],
-                    stride=patch_size if i == 0 else 2,
-                    kernel_size=2 * patch_size - 1 if i == 0 else 3,
-                    min_input_size=patch_size * 2 ** (num_stages - 1) if i == 0 else None,
-                    drop_path=drop_paths[i],
-                    norm_layer=norm_layer,
-                    num_heads=num_heads[i],
-                    mlp_ratio=mlp_ratios[i],
-                    window_size=window_sizes[i],
-                    pool_ratio=pool_ratios[i],
-                    fixed_pool_size=fixed_pool_size,
-                    pretrain_grid=grid(pretrain_size),
-                    pos_bias_mode=pos_bias_mode,
-                    pos_bias_grid=grid(img_size) if pos_bias_mode == "interpolate" else None,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    **dd,
-                )
+            block_kwargs = dict(
+                num_heads=num_heads[i],
+                mlp_ratio=mlp_ratios[i],
+                window_size=window_sizes[i],
+                pool_ratio=pool_ratios[i],
+                fixed_pool_size=fixed_pool_size,
+                pretrain_grid=grid(pretrain_size),
+                pos_bias_mode=pos_bias_mode,
+                pos_bias_grid=grid(img_size) if pos_bias_mode == "interpolate" else None,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                attn_drop=attn_drop_rate,
+                norm_layer=norm_layer,
             )
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=stride, module=f"stages.{i}"))
+            # every stage starts with an overlapping patch embedding (the stem: stage 0's, which checks the image)
+            downsample = OverlapPatchEmbed(
+                in_chans if i == 0 else embed_dims[i - 1],
+                embed_dims[i],
+                kernel_size=2 * patch_size - 1 if i == 0 else 3,
+                stride=patch_size if i == 0 else 2,
+                min_input_size=patch_size * 2 ** (num_stages - 1) if i == 0 else None,
+                **dd,
+            )
+            blocks = [TransNeXtBlock(embed_dims[i], drop_path=dp, **block_kwargs, **dd) for dp in drop_paths[i]]
+            # patch embedding -> (B, H, W, C) blocks -> a closing LayerNorm -> NCHW (channels-last memory)
+            stages.append(Stage(downsample, blocks, norm=norm_layer(embed_dims[i], **dd), permute_out=True))
+        self.feature_info = stage_feature_info(embed_dims, first_reduction=patch_size)
         self.stages = nn.Sequential(*stages)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
 

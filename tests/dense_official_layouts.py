@@ -110,3 +110,94 @@ def efficientvit_official(key: str, value: torch.Tensor):
         pos = pos if pos is not None else int(j) + (3 if stage > 0 else 0)
         key = f"blocks{stage + 1}.{pos}.{rest}"
     return key, value
+
+
+def ravlt_official(key: str, value: torch.Tensor):
+    """qhfan/RALA dense GLTA (detection / segmentation RALA.py): patch_embed.proj Sequential (conv, BN, GELU) x 3 +
+    (conv, BN) at indices 0/1, 3/4, 6/7, 9/10; layers.i.{blocks, downsample.{reduction, norm} closing stage i};
+    blocks pos / norm{1,2}.norm (LayerNorm2d) / attn.{qkvo, lepe, proj} / ffn.{fc1, dwconv, fc2} with 1x1 convs,
+    gamma_1 / gamma_2 of shape (1, C, 1, 1); no conv head, no classifier."""
+    if m := re.match(r"^stem\.(conv|norm)(\d)\.(.+)$", key):
+        key = f"patch_embed.proj.{3 * (int(m[2]) - 1) + (m[1] == 'norm')}.{m[3]}"
+        return key, value
+    key = re.sub(r"^stages\.(\d)\.downsample\.conv\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.reduction.", key)
+    key = re.sub(r"^stages\.(\d)\.downsample\.norm\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.norm.", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.", r"layers.\1.blocks.", key)
+    key = key.replace(".pos_embed.", ".pos.").replace(".mlp.", ".ffn.")
+    key = re.sub(r"\.norm([12])\.(weight|bias)$", r".norm\1.norm.\2", key)
+    if m := re.search(r"\.ls([12])\.gamma$", key):
+        return key[: m.start()] + f".gamma_{m[1]}", value.reshape(1, -1, 1, 1)
+    if re.search(r"\.(attn\.qkvo|attn\.proj|ffn\.fc1|ffn\.fc2)\.weight$", key):
+        value = value[:, :, None, None]
+    return key, value
+
+
+def ravlt_dense_official(model):
+    """The whole-detector / segmentor dict of an official RAVLT dense file: the backbone as ravlt_official, the
+    output LayerNorms as extra_norms.{i}.norm (LayerNorm2d, built for all four stages whatever the neck reads), and
+    the per-stage RoPE.angle buffers (head_dim / 2 frequencies) the official layers register."""
+    stages = model.backbone.model.stages
+    widths = [s.blocks[0].norm1.normalized_shape[0] for s in stages]
+    head_dims = [c // s.blocks[0].attn.num_heads for c, s in zip(widths, stages)]
+
+    def to_official(sd):
+        out = {}
+        for k, v in sd.items():
+            if k.startswith("backbone.model."):
+                k, v = ravlt_official(k[len("backbone.model."):], v)
+                k = f"backbone.{k}"
+            elif m := re.match(r"^backbone\.norm(\d)\.(weight|bias)$", k):
+                k = f"backbone.extra_norms.{m[1]}.norm.{m[2]}"
+            out[k] = v
+        for i, (c, d) in enumerate(zip(widths, head_dims)):
+            out[f"backbone.layers.{i}.RoPE.angle"] = torch.rand(d // 2)
+            out.setdefault(f"backbone.extra_norms.{i}.norm.weight", torch.ones(c))
+            out.setdefault(f"backbone.extra_norms.{i}.norm.bias", torch.zeros(c))
+        return out
+
+    return to_official
+
+
+def agent_pvt_official(key: str, value: torch.Tensor):
+    """LeapLabTHU/Agent-Attention dense AgentPVT (downstream/{detection,segmentation} agent_pvt.py): patch_embed{s},
+    pos_embed{s}, block{s}.{j} as the classifier, no head, no output norms. The agent biases keep the classifier's
+    shapes (agent_num 9 / 16 / 49 / 49 of a 224 input): an_bias / na_bias (heads, agent_num, 7, 7), ah_bias
+    (1, heads, agent_num, 224 / stride, 1), ...; the downstream agent grids only set the pooling."""
+    key = re.sub(r"^stages\.(\d)\.downsample\.", lambda m: f"patch_embed{int(m[1]) + 1}.", key)
+    key = re.sub(r"^stages\.(\d)\.pos_embed$", lambda m: f"pos_embed{int(m[1]) + 1}", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}.", key)
+    if m := re.match(r"^block(\d)\.\d+\.attn\.(an|na|ah|aw|ha|wa)_bias$", key):
+        s = int(m[1]) - 1
+        agents, side = (9, 16, 49, 49)[s], 56 >> s
+        heads = value.shape[1] if m[2] in ("ah", "aw", "ha", "wa") else value.shape[0]
+        official = {"an": (heads, agents, 7, 7), "na": (heads, agents, 7, 7), "ah": (1, heads, agents, side, 1),
+                    "aw": (1, heads, agents, 1, side), "ha": (1, heads, side, 1, agents),
+                    "wa": (1, heads, 1, side, agents)}[m[2]]
+        assert tuple(value.shape) == official, (key, tuple(value.shape), official)
+    return key, value
+
+
+def agent_swin_dense_official(sd):
+    """LeapLabTHU/Agent-Attention dense AgentSwinTransformer (downstream/{detection,segmentation} agent_swin.py):
+    patch_embed, layers.i.{blocks, downsample closing stage i}, per-output LayerNorms norm{i} at the backbone's top
+    level (no final norm, no head); agent blocks with one fused attn.qkv (q rows first), Swin blocks with their
+    persistent relative_position_index buffers (no attn_mask buffers: the dense copy builds the masks per input)."""
+    out = {}
+    for ours, v in sd.items():
+        if not ours.startswith("backbone.model."):
+            out[ours] = v  # necks / heads, and the output norms norm{i} (the same names)
+            continue
+        if ".attn.kv." in ours:
+            continue  # joined with q below
+        k = ours[len("backbone.model."):]
+        k = re.sub(r"^stem\.", "patch_embed.", k)
+        k = re.sub(r"^stages\.(\d)\.downsample\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.", k)
+        k = re.sub(r"^stages\.(\d)\.blocks\.", r"layers.\1.blocks.", k)
+        if ".attn.q." in k:
+            v = torch.cat([v, sd[ours.replace(".attn.q.", ".attn.kv.")]])
+            k = k.replace(".attn.q.", ".attn.qkv.")
+        if k.endswith(".attn.relative_position_bias_table"):
+            w = (int(round(v.shape[0] ** 0.5)) + 1) // 2  # (2w - 1)^2 entries
+            out[f"backbone.{k[: -len('_bias_table')]}_index"] = torch.randint(0, v.shape[0], (w * w, w * w))
+        out[f"backbone.{k}"] = v
+    return out

@@ -14,6 +14,11 @@ checkpoint in that hook to the model's own names and refuses a partial load:
   metafiles list their v2.0 / v0.5 weights for these models), so official mmdet 2.x / mmseg 0.x files
   (FocalNet, DaViT, LITv2, EfficientViT, TransNeXt Mask R-CNN / UPerNet) and the mmdet 3.0 / mmseg 1.0 ones
   (TransNeXt DINO / Mask2Former) load as they are;
+* per-output norms that official dense backbones keep under another name than ``norm{i}`` are renamed first
+  (:func:`official_output_norms`: qhfan/RALA's ``extra_norms.{i}.norm``, RAVLT); the rest of those files
+  (RAVLT ``GLTA``, Agent-PVT and Agent-Swin of LeapLabTHU/Agent-Attention, mmdet 2.x / mmseg 0.x) is the
+  classifier's layout, which the family filters map (RoPE / relative-position-index buffers dropped, Agent-Swin's
+  fused agent ``qkv`` split, Agent-Swin's ``norm{i}`` as they are);
 * detrex / detectron2 DINO files (FocalNet-L DINO) are renamed to mmdet's DINO (:func:`detrex_dino_to_mmdet`);
 * then every model tensor must be in the checkpoint with its shape and every checkpoint tensor must be used;
   otherwise a ValueError names the first missing and unexpected keys (``strict=False`` on the hook loads the
@@ -38,7 +43,8 @@ from torch import Tensor, nn
 
 from .adapter import TimmBackboneAdapter
 
-__all__ = ["DenseCheckpointLayoutHook", "convert_dense_state_dict", "check_dense_state_dict", "detrex_dino_to_mmdet"]
+__all__ = ["DenseCheckpointLayoutHook", "convert_dense_state_dict", "check_dense_state_dict", "detrex_dino_to_mmdet",
+           "official_output_norms"]
 
 _HOOK = "DenseCheckpointLayoutHook"
 
@@ -89,6 +95,28 @@ def detrex_dino_to_mmdet(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+# ------------------------------------------------------------------------------ official dense backbone norms
+# Output norms of official dense backbones named otherwise than the adapter's norm{i} (backbone-relative keys).
+_OUTPUT_NORM_RULES = [
+    # qhfan/RALA GLTA: extra_norms = ModuleList of LayerNorm2d, each wrapping an nn.LayerNorm as `.norm`; one per
+    # stage whatever the neck reads (the adapter drops those of stages it does not return)
+    (r"^extra_norms\.(\d+)\.norm\.(weight|bias)$", r"norm\1.\2"),
+]
+
+
+def official_output_norms(backbone_state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename official per-output norms (backbone-relative keys) to the adapter's ``norm{i}``; the rest unchanged."""
+    out = {}
+    for key, value in backbone_state_dict.items():
+        for pattern, repl in _OUTPUT_NORM_RULES:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                key = new
+                break
+        out[key] = value
+    return out
+
+
 # ------------------------------------------------------------------------------------------ whole-model dicts
 def _model_of(model: nn.Module) -> nn.Module:
     return model.module if is_model_wrapper(model) else model
@@ -113,7 +141,7 @@ def convert_dense_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor],
     if not inner or all(f"backbone.{k}" in own for k in inner):  # nothing to convert (or this repository's layout)
         return sd, []
     try:
-        converted, unexpected = backbone.convert_state_dict(inner, source)
+        converted, unexpected = backbone.convert_state_dict(official_output_norms(inner), source)
     except ValueError as e:  # another family / size: name the keys as the whole-model check does
         missing = [k for k in own if k.startswith("backbone.") and k not in sd]
         extra = [k for k in sd if k.startswith("backbone.") and k not in own]

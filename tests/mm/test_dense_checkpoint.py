@@ -14,11 +14,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from dense_official_layouts import (
+    agent_pvt_official,
+    agent_swin_dense_official,
     davit_official,
     efficientvit_official,
     focalnet_official,
     litv2_official,
     mmdet_dino_to_detrex,
+    ravlt_dense_official,
     transnext_official,
     with_official_backbone,
 )
@@ -42,7 +45,7 @@ def _build(config: str, **backbone_kwargs):
     bb = cfg.model.backbone
     bb.init_cfg = None
     depth = dict(depth=(1, 1, 1)) if bb.model_name.startswith("efficientvit") else dict(depths=(1, 1, 1, 1))
-    bb.model_kwargs = dict(bb.get("model_kwargs") or {}, **depth, **backbone_kwargs)
+    bb.model_kwargs = dict(bb.get("model_kwargs") or {}, **{**depth, **backbone_kwargs})
     if "embed_dim" in backbone_kwargs:
         c = backbone_kwargs["embed_dim"]
         cfg.model.neck.in_channels = [c * 2**i for i in bb.out_indices]
@@ -115,6 +118,38 @@ def test_other_official_files_load_strictly(config, rename):
         to_official = (lambda f: lambda sd: {**f(sd), "backbone.norm0.weight": torch.ones(c),
                                              "backbone.norm0.bias": torch.zeros(c)})(to_official)
     _roundtrip(model, to_official)
+
+
+# (config, official layout of the whole state dict: model -> (state dict -> official state dict), backbone kwargs)
+_AGENT_SWIN_SMALL = dict(depths=(2, 2, 2, 2), agent_depths=(1, 1, 1, 0))  # agent and (shifted) Swin blocks
+_RAVLT_AND_AGENT = {
+    "ravlt-mask-rcnn": ("mask-rcnn_ravlt-t_fpn_1x_coco.py", ravlt_dense_official, {}),  # mmdet 2.x
+    "ravlt-mask-rcnn-3x": ("mask-rcnn_ravlt-s_fpn_ms-crop-3x_coco.py", ravlt_dense_official, {}),
+    "ravlt-retinanet": ("retinanet_ravlt-t_fpn_1x_coco.py", ravlt_dense_official, {}),  # extra_norms.0 unused
+    "ravlt-fpn": ("../seg/fpn_ravlt-t_8xb2-80k_ade20k-512x512.py", ravlt_dense_official, {}),  # mmseg 0.x
+    "agent-pvt-mask-rcnn": ("mask-rcnn_agent-pvt-t_fpn_1x_coco.py",
+                            lambda model: with_official_backbone(agent_pvt_official), {}),
+    "agent-pvt-retinanet": ("retinanet_agent-pvt-s_fpn_1x_coco.py",
+                            lambda model: with_official_backbone(agent_pvt_official), {}),
+    "agent-pvt-fpn": ("../seg/fpn_agent-pvt-t_8xb2-40k_ade20k-512x512.py",
+                      lambda model: with_official_backbone(agent_pvt_official), {}),
+    "agent-swin-mask-rcnn": ("mask-rcnn_agent-swin-t_fpn_ms-crop-1x_coco.py", lambda model: agent_swin_dense_official,
+                             _AGENT_SWIN_SMALL),
+    "agent-swin-cascade": ("cascade-mask-rcnn_agent-swin-s_fpn_ms-crop-3x_coco.py",
+                           lambda model: agent_swin_dense_official, _AGENT_SWIN_SMALL),
+    "agent-swin-upernet": ("../seg/upernet_agent-swin-t_8xb2-160k_ade20k-512x512.py",
+                           lambda model: agent_swin_dense_official, _AGENT_SWIN_SMALL),
+}
+
+
+@pytest.mark.parametrize("case", list(_RAVLT_AND_AGENT))
+def test_ravlt_and_agent_official_files_load_strictly(case):
+    """qhfan/RALA (GLTA: extra_norms.i.norm, RoPE.angle buffers, 1x1-conv weights) and LeapLabTHU/Agent-Attention
+    (AgentPVT without output norms; AgentSwinTransformer with norm{i}, fused agent qkv, relative_position_index
+    buffers) mmdet 2.x / mmseg 0.x detector and segmentor files."""
+    config, layout, kwargs = _RAVLT_AND_AGENT[case]
+    model = _build(config, **kwargs)
+    _roundtrip(model, layout(model), wrap=lambda sd: {"meta": {"mmdet_version": "2.28.2"}, "state_dict": sd})
 
 
 def test_transnext_dino_mmdet3_file_loads_strictly():

@@ -4,7 +4,7 @@
 # Official recipe: the Swin multi-scale (480-800) + random-crop augmentation (also for 1x), AdamW lr 1e-4 weight decay
 # 0.05 (none on norms, position and agent bias tables), warm-up 500 it, 12 epochs with steps [8, 11], batch 2 per GPU, drop path 0.1,
 # agent grids 9-12-14-7, per-output LayerNorms. Released detector: https://cloud.tsinghua.edu.cn/f/39d78fddf90241e58db0/?dl=1
-# (mmdet 2.x keys; not converted here).
+# (mmdet 2.x keys; loads strictly, see docs/openmmlab.md).
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [
     './_base_/models/cascade-mask-rcnn_agent-swin_fpn.py',

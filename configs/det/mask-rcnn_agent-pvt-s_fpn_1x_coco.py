@@ -3,7 +3,7 @@
 #   44.5 box AP / 41.2 mask AP (official config downstream/detection/configs/agent_pvt/agent_pvt_s_mrcnn_1x_12-16-28-28.py).
 # Official recipe: single-scale 1333x800 training with flip, AdamW lr 2e-4 weight decay 1e-4 on every parameter,
 # warm-up 500 it, 12 epochs with steps [8, 11], batch 2 per GPU, drop path 0.2, agent grids 12-16-28-28, no output norms.
-# Released detector: https://cloud.tsinghua.edu.cn/f/8e333aa6b55e45d4b76c/?dl=1 (mmdet 2.x keys; not converted here).
+# Released detector: https://cloud.tsinghua.edu.cn/f/8e333aa6b55e45d4b76c/?dl=1 (mmdet 2.x keys; loads strictly, see docs/openmmlab.md).
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [
     './_base_/models/mask-rcnn_agent-pvt_fpn.py',

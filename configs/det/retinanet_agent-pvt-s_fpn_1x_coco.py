@@ -3,7 +3,7 @@
 #   44.1 box AP (official config downstream/detection/configs/agent_pvt/agent_pvt_s_rtn_1x_12-16-28-28.py).
 # Official recipe: single-scale 1333x800 training with flip, AdamW lr 1e-4 weight decay 1e-4 on every parameter,
 # warm-up 500 it, 12 epochs with steps [8, 11], batch 2 per GPU, drop path 0.1, agent grids 12-16-28-28, no output norms.
-# Released detector: https://cloud.tsinghua.edu.cn/f/d427a52511f64ab5a928/?dl=1 (mmdet 2.x keys; not converted here).
+# Released detector: https://cloud.tsinghua.edu.cn/f/d427a52511f64ab5a928/?dl=1 (mmdet 2.x keys; loads strictly, see docs/openmmlab.md).
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [
     './_base_/models/retinanet_agent-pvt_fpn.py',

@@ -3,7 +3,7 @@
 #   46.52 mIoU (official config downstream/segmentation/configs/agent_pvt/fpn_agent_pvt_l_12-16-28-28.py).
 # Official recipe: AdamW lr 2e-4 weight decay 1e-4 on every parameter, poly (power 0.9) to 0 without warm-up, drop
 # path 0.1, agent grids 12-16-28-28, no output norms. Released segmentor: https://cloud.tsinghua.edu.cn/f/0da8b58581214f85974f/?dl=1
-# (mmseg 0.x keys; not converted here). (Agent-PVT-M has no released FPN weights: no config.)
+# (mmseg 0.x keys; loads strictly, see docs/openmmlab.md). (Agent-PVT-M has no released FPN weights: no config.)
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [
     './_base_/models/fpn_agent-pvt.py',

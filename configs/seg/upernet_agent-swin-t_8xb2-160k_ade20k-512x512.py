@@ -3,8 +3,8 @@
 #   46.68 mIoU (the 46.7; official config downstream/segmentation/configs/agent_swin/upernet_agent_swin_t_9-12-14-7.py).
 # Official recipe: AdamW lr 6e-5 weight decay 0.01 (none on norms, position and agent bias tables), linear warm-up
 # 1500 it + poly (power 1), drop path 0.3, agent grids 9-12-14-7, per-output LayerNorms, auxiliary FCN head on
-# stage 3. Released segmentor: https://cloud.tsinghua.edu.cn/f/280481ee38024bce8364/?dl=1 (mmseg 0.x keys; not
-# converted here). Agent-Swin-S / B UPerNet rows have empty weight links in the README: no configs.
+# stage 3. Released segmentor: https://cloud.tsinghua.edu.cn/f/280481ee38024bce8364/?dl=1 (mmseg 0.x keys; loads
+# strictly, see docs/openmmlab.md). Agent-Swin-S / B UPerNet rows have empty weight links in the README: no configs.
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [
     './_base_/models/upernet_agent-swin.py',

@@ -22,6 +22,11 @@ Differences from the official code:
 
 Every size works as in the official code (the convs round up; RoPE tables are built from each map's size), so
 there is nothing to pad.
+
+Speed against the official formulation (``tools/benchmark.py ravlt_t --compare --mode both --threads 1``: CPU, one
+thread, fp32, batch 8 at 224, median of 10 interleaved repeats, 2026-12-04 on a shared 2-core machine): ours takes
+864 ms per inference batch against 1073 ms (1.24x faster) and 2.95 s per training step against 3.78 s (1.28x); at
+batch 4, inference 1.14x. No GPU timing yet.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ NARROW_KWARGS: dict[str, dict[str, Any]] = {
     r"davit_.*": dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
     r"biformer_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), head_dim=8),
     r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
+    r"ravlt_.*": dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
+    r"agent_pvt_.*": dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1)),
+    r"agent_swin_.*": dict(embed_dim=16, num_heads=(1, 2, 4, 8), depths=(1, 1, 1, 1), agent_depths=(1, 1, 1, 0)),
     r"halonet.*|sehalonet33ts|eca_halonext26ts": dict(
         stem_chs=16, widths=(64, 64, 128, 128), layouts=("B", "BA", "BA", "A"), num_heads=2
     ),
@@ -113,11 +116,16 @@ def _det(cfg: Any, root: str, width: int, depths: tuple[int, ...], epochs: int, 
     if "roi_head" in model:
         rh = model.roi_head
         rh.bbox_roi_extractor.out_channels = c
-        rh.bbox_head.update(in_channels=c, fc_out_channels=128, num_classes=len(DIGIT_CLASSES))
+        for head in rh.bbox_head if isinstance(rh.bbox_head, list) else [rh.bbox_head]:  # Cascade: one per stage
+            head.update(in_channels=c, fc_out_channels=128, num_classes=len(DIGIT_CLASSES))
+            if "conv_out_channels" in head:  # ConvFCBBoxHead (the Swin 4conv1fc cascade heads)
+                head.conv_out_channels = c
         if with_mask:
             rh.mask_roi_extractor.out_channels = c
             rh.mask_head.update(in_channels=c, conv_out_channels=c, num_classes=len(DIGIT_CLASSES))
-        model.train_cfg.rcnn.sampler.num = 128
+        rcnn = model.train_cfg.rcnn
+        for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
+            stage.sampler.num = 128
         model.test_cfg.rpn.max_per_img = 100
         model.test_cfg.rcnn.score_thr = 0.0
     if "bbox_head" in model and model.type != "DINO":

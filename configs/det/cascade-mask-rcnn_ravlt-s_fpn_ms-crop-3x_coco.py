@@ -3,7 +3,7 @@
 #   54.2 box AP / 46.8 mask AP (official config detection/configs/RALA/casrcnn_s_3x.py).
 # Official recipe: the Swin multi-scale (480-800) + random-crop augmentation, Swin 4conv1fc GIoU cascade heads,
 # AdamW lr 1e-4 weight decay 0.05 (none on any norm layer: norm_decay_mult 0), warm-up 500 it, 36 epochs with steps
-# [27, 33], batch 2 per GPU, drop path 0.15, per-output LayerNorms, BatchNorms in eval mode, fp16 (use --amp on GPUs).
+# [27, 33], batch 2 per GPU, drop path 0.15, per-output LayerNorms, BatchNorms trained (SyncBN), fp16 (use --amp on GPUs).
 # Released detector: https://huggingface.co/aldjalkdf/RAVLT/resolve/main/Casmaskrcnn_s_3x_36_epoch.pth (mmdet 2.x keys;
 # loads strictly, see docs/openmmlab.md).
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]

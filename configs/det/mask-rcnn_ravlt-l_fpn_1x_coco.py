@@ -3,7 +3,7 @@
 #   52.3 box AP / 46.4 mask AP (official config detection/configs/RALA/maskrcnn_l_1x.py).
 # Official recipe: single-scale 1333x800 training with flip, AdamW lr 1e-4 weight decay 0.05 (none on norms),
 # warm-up 500 it, 12 epochs with steps [8, 11], batch 2 per GPU, drop path 0.55, per-output LayerNorms, BatchNorms
-# in eval mode, fp16 (use --amp on GPUs). Released detector: https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_l_1x_12_epoch.pth
+# trained (SyncBN), fp16 (use --amp on GPUs). Released detector: https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_l_1x_12_epoch.pth
 # (mmdet 2.x keys; loads strictly, see docs/openmmlab.md).
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [

@@ -3,7 +3,7 @@
 #   51.4 box AP / 45.5 mask AP (official config detection/configs/RALA/maskrcnn_s_3x.py).
 # Official recipe: the Swin multi-scale (480-800) + random-crop augmentation, AdamW lr 1e-4 weight decay 0.05 (none
 # on norms), warm-up 500 it, 36 epochs with steps [27, 33], batch 2 per GPU, drop path 0.15, per-output LayerNorms,
-# BatchNorms in eval mode, fp16 (use --amp on GPUs). Released detector: https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_s_3x_36_epoch.pth
+# BatchNorms trained (SyncBN), fp16 (use --amp on GPUs). Released detector: https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_s_3x_36_epoch.pth
 # (mmdet 2.x keys; loads strictly, see docs/openmmlab.md).
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [

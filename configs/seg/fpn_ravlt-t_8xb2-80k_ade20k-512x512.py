@@ -2,7 +2,7 @@
 # Should reproduce the official result (qhfan/RALA README, Semantic FPN 1x, ADE20K val, single scale):
 #   47.9 mIoU (the README row; the repository has no RAVLT-T FPN config, the S/B/L recipe is used).
 # Official recipe: AdamW lr 1e-4 weight decay 1e-4 on every parameter, poly (power 0.9) to 1e-6 without warm-up,
-# drop path 0.1, per-output LayerNorms on all four stages, BatchNorms in eval mode, fp32; whole-image test at
+# drop path 0.1, per-output LayerNorms on all four stages, BatchNorms trained (SyncBN), fp32; whole-image test at
 # (2048, 512). Released segmentor: https://huggingface.co/aldjalkdf/RAVLT/resolve/main/fpn_t_1x.pth (mmseg 0.x keys; loads strictly, see docs/openmmlab.md).
 # Train: python -m backbones.mm.runner <this config> [--launcher pytorch]
 _base_ = [

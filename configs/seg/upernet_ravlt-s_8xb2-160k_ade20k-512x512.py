@@ -2,7 +2,7 @@
 # Should reproduce the official result (qhfan/RALA README, UperNet 2x, ADE20K val, single scale):
 #   50.7 mIoU (official config segmentation/configs/RALA/RALA_Uper_s_2x.py).
 # Official recipe: AdamW lr 6e-5 weight decay 0.01 (none on norms), linear warm-up 1500 it + poly (power 1) to 0,
-# drop path 0.15, per-output LayerNorms on all four stages, BatchNorms in eval mode, auxiliary FCN head on stage 3,
+# drop path 0.15, per-output LayerNorms on all four stages, BatchNorms trained (SyncBN), auxiliary FCN head on stage 3,
 # fp16 (use --amp on GPUs); whole-image test at (2048, 512). Released segmentor:
 # https://huggingface.co/aldjalkdf/RAVLT/resolve/main/uper_s_2x.pth (mmseg 0.x keys; loads
 # strictly, see docs/openmmlab.md).

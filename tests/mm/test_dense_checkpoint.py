@@ -127,6 +127,8 @@ _RAVLT_AND_AGENT = {
     "ravlt-mask-rcnn-3x": ("mask-rcnn_ravlt-s_fpn_ms-crop-3x_coco.py", ravlt_dense_official, {}),
     "ravlt-retinanet": ("retinanet_ravlt-t_fpn_1x_coco.py", ravlt_dense_official, {}),  # extra_norms.0 unused
     "ravlt-fpn": ("../seg/fpn_ravlt-t_8xb2-80k_ade20k-512x512.py", ravlt_dense_official, {}),  # mmseg 0.x
+    "ravlt-cascade": ("cascade-mask-rcnn_ravlt-s_fpn_ms-crop-3x_coco.py", ravlt_dense_official, {}),
+    "ravlt-upernet": ("../seg/upernet_ravlt-s_8xb2-160k_ade20k-512x512.py", ravlt_dense_official, {}),
     "agent-pvt-mask-rcnn": ("mask-rcnn_agent-pvt-t_fpn_1x_coco.py",
                             lambda model: with_official_backbone(agent_pvt_official), {}),
     "agent-pvt-retinanet": ("retinanet_agent-pvt-s_fpn_1x_coco.py",

@@ -66,7 +66,8 @@ def test_recipe(key):
     bb = cfg.model.backbone
     assert bb.type == "TimmBackboneAdapter" and bb.model_name == model and bb.drop_path_rate == drop_path
     assert bb.out_norms == dict(type="LN", eps=1e-6)  # official extra_norms (LayerNorm2d, eps 1e-6)
-    assert bb.norm_eval is True and bb.get("frozen_stages", -1) == -1  # official GLTA default norm_eval=True
+    # official GLTA: nn.SyncBatchNorm stem / downsample norms, which its norm_eval (nn.BatchNorm2d only) leaves training
+    assert bb.norm_eval is False and cfg.sync_bn == "torch" and bb.get("frozen_stages", -1) == -1
     hub = f"https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_{size.upper()}.pth"
     assert bb.init_cfg == dict(type="Pretrained", checkpoint=hub)
     opt = cfg.optim_wrapper.optimizer
@@ -126,6 +127,15 @@ def test_recipe(key):
     assert (steps.type, steps.milestones) == ("MultiStepLR", [8, 11]) and cfg.train_cfg.max_epochs == 12
     resize = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == "Resize"]
     assert resize and tuple(resize[0].scale) == (1333, 800)  # single scale, as official
+
+
+
+def test_official_norm_eval_misses_sync_batchnorm():
+    """Why the configs train the BatchNorms: the official GLTA.train() puts only nn.BatchNorm2d modules in eval mode,
+    and the nn.SyncBatchNorm it builds is no BatchNorm2d."""
+    from torch import nn
+
+    assert not isinstance(nn.SyncBatchNorm(4), nn.BatchNorm2d) and isinstance(nn.BatchNorm2d(4), nn.BatchNorm2d)
 
 
 def test_mask_rcnn_weight_decay_groups():
@@ -232,3 +242,16 @@ def test_cascade_detector_and_upernet_segmentor_run():
         (pred,) = segmentor(torch.randn(1, 3, h, w), [SegDataSample(metainfo=meta)], mode="predict")
     assert tuple(logits.shape) == (1, 150, 16, 24)
     assert tuple(pred.pred_sem_seg.data.shape) == (1, h, w)
+
+
+def test_cascade_trains_and_evaluates_on_tiny_data(tiny_data, tmp_path):
+    """The Cascade 3x config through the runner on the tiny data set (CPU: sync_bn dropped, SyncBN heads -> BN)."""
+    from backbones.mm import runner
+
+    run = runner.main([str(_path("cascade-3x", "s")), "--tiny-data", tiny_data, "--work-dir", str(tmp_path / "c"),
+                       "--cfg-options", "train_dataloader.dataset.indices=4"])
+    assert run.iter == 2 and type(run.model.backbone.model).__name__ == "RAVLT"
+    assert len(run.model.roi_head.bbox_head) == 3
+    metrics = {k: v.current() for k, v in run.message_hub.log_scalars.items() if k.startswith("val/coco/")}
+    for kind in ("bbox", "segm"):
+        assert 0.0 <= metrics[f"val/coco/{kind}_mAP"] <= 1.0

@@ -167,14 +167,19 @@ def agent_pvt_official(key: str, value: torch.Tensor):
     key = re.sub(r"^stages\.(\d)\.pos_embed$", lambda m: f"pos_embed{int(m[1]) + 1}", key)
     key = re.sub(r"^stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}.", key)
     if m := re.match(r"^block(\d)\.\d+\.attn\.(an|na|ah|aw|ha|wa)_bias$", key):
-        s = int(m[1]) - 1
-        agents, side = (9, 16, 49, 49)[s], 56 >> s
-        heads = value.shape[1] if m[2] in ("ah", "aw", "ha", "wa") else value.shape[0]
-        official = {"an": (heads, agents, 7, 7), "na": (heads, agents, 7, 7), "ah": (1, heads, agents, side, 1),
-                    "aw": (1, heads, agents, 1, side), "ha": (1, heads, side, 1, agents),
-                    "wa": (1, heads, 1, side, agents)}[m[2]]
-        assert tuple(value.shape) == official, (key, tuple(value.shape), official)
+        _check_official_agent_bias(key, m[2], int(m[1]) - 1, value)
     return key, value
+
+
+def _check_official_agent_bias(key: str, kind: str, stage: int, value: torch.Tensor) -> None:
+    """Official dense agent biases (PVT and Swin): the classifier's agent counts 9 / 16 / 49 / 49 and the 224 input's
+    stage grids 56 / 28 / 14 / 7, whatever downstream agent grid the config pools to."""
+    agents, side = (9, 16, 49, 49)[stage], 56 >> stage
+    heads = value.shape[1] if kind in ("ah", "aw", "ha", "wa") else value.shape[0]
+    official = {"an": (heads, agents, 7, 7), "na": (heads, agents, 7, 7), "ah": (1, heads, agents, side, 1),
+                "aw": (1, heads, agents, 1, side), "ha": (1, heads, side, 1, agents),
+                "wa": (1, heads, 1, side, agents)}[kind]
+    assert tuple(value.shape) == official, (key, tuple(value.shape), official)
 
 
 def agent_swin_dense_official(sd):
@@ -196,6 +201,8 @@ def agent_swin_dense_official(sd):
         if ".attn.q." in k:
             v = torch.cat([v, sd[ours.replace(".attn.q.", ".attn.kv.")]])
             k = k.replace(".attn.q.", ".attn.qkv.")
+        if m := re.match(r"^layers\.(\d)\.blocks\.\d+\.attn\.(an|na|ah|aw|ha|wa)_bias$", k):
+            _check_official_agent_bias(k, m[2], int(m[1]), v)
         if k.endswith(".attn.relative_position_bias_table"):
             w = (int(round(v.shape[0] ** 0.5)) + 1) // 2  # (2w - 1)^2 entries
             out[f"backbone.{k[: -len('_bias_table')]}_index"] = torch.randint(0, v.shape[0], (w * w, w * w))

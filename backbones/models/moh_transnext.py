@@ -23,7 +23,6 @@ checkpoints map as TransNeXt's plus ``attn.wg`` / ``attn.wg_0`` / ``attn.wg_1`` 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs
@@ -58,13 +57,10 @@ def moh_stages(shared_heads: tuple[int, ...], routed_heads: tuple[int, ...]) -> 
     return tuple(dict(shared_heads=s, routed_heads=k) for s, k in zip(shared_heads, routed_heads))
 
 
-_ROUTER_KEY = re.compile(r"\.attn\.(wg(?:_0|_1)?\.weight)$")
-
-
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: TransNeXt) -> dict[str, Tensor]:
-    """Official MoH-ViT weights -> ``model``: TransNeXt's mapping, and the routers ``attn.wg*`` -> ``attn.moh.wg*``."""
-    out = transnext.checkpoint_filter_fn(state_dict, model)
-    return {_ROUTER_KEY.sub(r".attn.moh.\1", k): v for k, v in out.items()}
+    """Official MoH-ViT weights -> ``model``: TransNeXt's mapping, which includes the routers ``attn.wg*`` ->
+    ``attn.moh.wg*`` (the same function: ``backbones.load_checkpoint`` picks the filter of the model's class)."""
+    return transnext.checkpoint_filter_fn(state_dict, model)
 
 
 def _create_moh_transnext(variant: str, pretrained: bool = False, **kwargs: Any) -> TransNeXt:

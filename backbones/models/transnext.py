@@ -329,6 +329,7 @@ _OFFICIAL_KEY_MAP = (
     (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),  # official wraps the depthwise conv in a module
     (r"\.attn\.sr\.", ".attn.pool_proj."),
     (r"\.attn\.norm\.", ".attn.pool_norm."),
+    (r"\.attn\.(wg(?:_0|_1)?)\.", r".attn.moh.\1."),  # MoH-ViT routers (SkyworkAI/MoH), inside our HeadMixture
 )
 # Non-persistent buffers of the official modules, dropped if a checkpoint carries them anyway.
 _OFFICIAL_BUFFERS = re.compile(r"(relative_pos_index\d|relative_coords_table\d|seq_length_scale|padding_mask)$")
@@ -339,7 +340,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: TransNeXt) -> dict[s
 
     Official keys are renamed (``patch_embed{i}`` / ``block{i}.{j}`` / ``norm{i}`` -> ``stages.{i-1}.downsample`` /
     ``.blocks.{j}`` / ``.norm``, ``head`` -> ``head.fc``, ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``, ``attn.sr`` /
-    ``attn.norm`` -> ``attn.pool_proj`` / ``attn.pool_norm``); our own layout passes through. The classifier is
+    ``attn.norm`` -> ``attn.pool_proj`` / ``attn.pool_norm``, MoH-ViT's routers ``attn.wg*`` -> ``attn.moh.wg*``); our
+    own layout passes through. The classifier is
     dropped when the model has none.
     """
     state_dict = unwrap_state_dict(state_dict)

@@ -41,7 +41,7 @@ __all__ = ["HeadMixture", "MOH_AUX_LOSS_WEIGHT", "build_head_mixture"]
 MOH_AUX_LOSS_WEIGHT = 0.01
 
 
-@register_notrace_module  # reason: an FX leaf keeps the optional gate layers out of the traced graph
+@register_notrace_module  # reason: the input check reads tensor ranks and sizes (FX proxies have none)
 class HeadMixture(nn.Module):
     """Per-token weighting of a multi-head mixer's head outputs (see the module docstring for the math).
 

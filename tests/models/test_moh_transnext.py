@@ -43,7 +43,7 @@ def official_moh_state_dict(embed_dims, depths, num_heads, shared, routed, num_c
                     shapes[a + "wg_0.weight"] = (2, c)
             if sh > 1:
                 shapes[a + "wg_1.weight"] = (sh, c)
-            sd.update({k: torch.randn(v, generator=g) * 0.5 for k, v in shapes.items()})
+            sd.update({k: torch.randn(v, generator=g) * 0.05 for k, v in shapes.items()})
     return sd
 
 
@@ -86,7 +86,7 @@ def test_matches_official_formulation_at_224_and_odd_size(official_small, mode):
     ref = create_official_style("moh_transnext_small_75", **kwargs).eval()
     ref.load_state_dict(official_small, strict=True)
     for hw in ((224, 224), (197, 253)):
-        x = torch.randn(2, 3, *hw)
+        x = torch.randn(1, 3, *hw)
         with torch.no_grad():
             feats = ours.forward_intermediates(x, intermediates_only=True)
             ref_feats = ref.forward_features(x)
@@ -94,6 +94,23 @@ def test_matches_official_formulation_at_224_and_odd_size(official_small, mode):
         for f, r in zip(feats, ref_feats):
             torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_full_size_matches_official_formulation():
+    """At full depth on random weights. (B-50 routes in every stage: there some token's k-th and (k+1)-th router
+    probabilities tie to ~1e-6 relative, a rounding-level difference flips that top-k choice, and the flip grows
+    through the later blocks; that model is compared at reduced width above.)"""
+    name = "moh_transnext_small_75"
+    *arch, shared, routed = OFFICIAL[name]
+    sd = official_moh_state_dict(*arch, shared, routed)
+    ours = backbones.create_model(name).eval()
+    backbones.load_checkpoint(ours, sd, strict=True)
+    ref = create_official_style(name).eval()
+    ref.load_state_dict(sd, strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
 def test_routing_changes_the_output(official_small):

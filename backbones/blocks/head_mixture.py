@@ -112,6 +112,12 @@ class HeadMixture(nn.Module):
                              f"with the same leading dims, got {list(x.shape)} and {list(heads.shape)}")
         return heads * self.gates(x).unsqueeze(-1).to(heads.dtype)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # copy.deepcopy / pickle (e.g. an EMA copy made after a training step): the recorded loss is a non-leaf
+        # tensor of the latest graph, which cannot be copied and belongs to that step only
+        state = super().__getstate__()
+        return dict(state, aux_loss=None)
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, shared_heads={self.shared_heads}, " \
                f"routed_heads={self.routed_heads}"

@@ -3,6 +3,7 @@ option of the aggregated / length-scaled / global mixers, bad configurations and
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -178,3 +179,12 @@ def test_compile_fullgraph_and_export_with_dynamic_sizes():
     exported = torch.export.export(m, (x,), dynamic_shapes=dims)
     y = torch.randn(2, 11, 5, 32)
     torch.testing.assert_close(exported.module()(y), m(y), rtol=1e-5, atol=1e-5)
+
+
+def test_copy_after_a_training_step_drops_the_recorded_loss():
+    m = create_mixer("global", 32, 4, moh=dict(shared_heads=1, routed_heads=2)).train()
+    m(torch.randn(1, 3, 3, 32))
+    assert m.moh.aux_loss is not None
+    clone = copy.deepcopy(m)  # a non-leaf tensor attribute would refuse deepcopy
+    assert clone.moh.aux_loss is None and m.moh.aux_loss is not None
+    torch.testing.assert_close(clone.eval()(torch.ones(1, 2, 2, 32)), m.eval()(torch.ones(1, 2, 2, 32)))

@@ -13,9 +13,28 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "CsvLog", "Dist", "gather", "init_distributed", "launch_env", "plot_metrics", "rng_state", "seed_all",
-    "set_rng_state", "set_sampler_epoch",
+    "CsvLog", "Dist", "add_auxiliary_loss", "gather", "init_distributed", "launch_env", "plot_metrics", "rng_state",
+    "seed_all", "set_rng_state", "set_sampler_epoch",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model-defined loss terms
+
+
+def add_auxiliary_loss(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """``loss`` plus the model's own training term of its latest forward, where it defines one.
+
+    MoH models (:class:`backbones.blocks.HeadMixture` inside, e.g. ``moh_transnext_*``): ``moh_aux_loss()``, the mean
+    load-balancing loss of the routed attentions, times ``moh_aux_loss_weight`` (0.01, the official recipe).
+    ``model`` is the bare model (not a DDP wrapper); models without the method, or without routed heads, pass
+    ``loss`` through unchanged.
+    """
+    aux_fn = getattr(model, "moh_aux_loss", None)
+    aux = aux_fn() if callable(aux_fn) else None
+    if aux is None:
+        return loss
+    return loss + model.moh_aux_loss_weight * aux.to(loss.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------

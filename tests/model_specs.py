@@ -75,6 +75,13 @@ PUBLISHED_PARAMS: dict[str, tuple[int, str]] = {
     "transnext_tiny": (28_258_960, "TransNeXt README 28.2M; official transnext_tiny 28,258,960"),
     "transnext_small": (49_741_564, "TransNeXt README 49.7M; official transnext_small 49,741,564"),
     "transnext_base": (89_721_496, "TransNeXt README 89.7M; official transnext_base 89,721,496"),
+    # MoH-ViT (MoH on TransNeXt): SkyworkAI/MoH MoH-ViT README gives no parameter count; exact counts of the official
+    # classes (MoH-ViT/transnext.py + attention.py + attention_native.py at the fetched snapshot, built on CPU with
+    # timm 1.0.31, 1000-class head: TransNeXt-S / -B plus the bias-free wg / wg_0 / wg_1 routers).
+    "moh_transnext_small_75": (49_910_548, "no README count; official moh_transnext_small_75 49,910,548"),
+    "moh_transnext_small_80": (49_910_548, "no README count; official moh_transnext_small_80 49,910,548"),
+    "moh_transnext_base_50": (90_023_512, "no README count; official moh_transnext_base_50 90,023,512"),
+    "moh_transnext_base_75": (90_020_632, "no README count; official moh_transnext_base_75 90,020,632"),
     # RAVLT: qhfan/RALA README 15M / 26M / 48M / 95M; exact counts of the official classes (classfication/RALA.py at
     # a86314f, built from the fetched snapshot; the RoPE angle buffers are not parameters).
     "ravlt_t": (14_897_768, "qhfan/RALA README RAVLT-T 15M; official RAVLT_T 14,897,768"),
@@ -169,6 +176,13 @@ SMALL_KWARGS: dict[str, dict] = {
     r"litv2_.*": dict(embed_dim=16, depths=(1, 1, 2, 1), head_dim=16),
     # TransNeXt: heads of 24 channels as in every variant; aggregated attention in stages 1-3, full in stage 4.
     r"transnext_.*": dict(embed_dims=(24, 48, 72, 96), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4)),
+    # MoH-TransNeXt: heads of 8-16 channels; every gate form (shared S, top-k): all-shared softmax (2, 0), one shared
+    # head (1, 2 of 3), routed only (0, 2 of 3), every routed head on (2, 2 of 2). (Top-1 routing would leave the
+    # router without a task-loss gradient: a renormalised single gate is 1; only the balancing loss trains it.)
+    r"moh_transnext_.*": dict(
+        embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(2, 4, 3, 4),
+        moh=tuple(dict(shared_heads=s, routed_heads=k) for s, k in ((2, 0), (1, 2), (0, 2), (2, 2))),
+    ),
     # RAVLT: heads of 16 channels (a multiple of 4 for the 2-D RoPE), linear stages 1-2, softmax stages 3-4.
     r"ravlt_.*": dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4), head_hidden_size=96),
     # Agent-PVT: heads of 8 channels (16 / 2, ...), the released agent counts and 224 grids.

@@ -114,8 +114,9 @@ def test_every_tag_names_an_official_source_and_mirrors_are_real_or_empty():
         cfg = timm.models.get_pretrained_cfg(name)
         assert cfg.url or cfg.hf_hub_id, name
         if cfg.hf_hub_id:  # timm's own copies (drop-in names), the authors' hub repositories, Florence-2
-            # (aldjalkdf/RAVLT: the RAVLT authors' own hub repository, linked from the qhfan/RALA README)
-            authors = ("timm/", "DaiShiResearch/", "microsoft/Florence-2", "aldjalkdf/RAVLT")
+            # (aldjalkdf/RAVLT: the RAVLT authors' own hub repository, linked from the qhfan/RALA README;
+            # Chat-UniVi/MoH-ViT-*: the MoH authors' repositories, linked from the SkyworkAI/MoH README)
+            authors = ("timm/", "DaiShiResearch/", "microsoft/Florence-2", "aldjalkdf/RAVLT", "Chat-UniVi/MoH-ViT-")
             assert cfg.hf_hub_id.startswith(authors), name
     assert not timm.models.get_pretrained_cfg("biformer_tiny.in1k").hf_hub_id  # no mirror yet: nothing pretends
 

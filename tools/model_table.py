@@ -76,6 +76,13 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
 }
 
 
+# Models whose top-1 the official release gives only in a figure (no number to quote): "figure only" in the table.
+TOP1_FIGURE_ONLY: dict[str, str] = {
+    name: "SkyworkAI/MoH MoH-ViT README and paper: ImageNet-1k accuracy plotted, not tabulated"
+    for name in ("moh_transnext_small_75", "moh_transnext_small_80", "moh_transnext_base_50", "moh_transnext_base_75")
+}
+
+
 # Per-tag figures where a tag is evaluated at another size than its architecture's default.
 PUBLISHED_TOP1_BY_TAG: dict[str, tuple[float, str]] = {
     "litv2_base.in1k_384": (84.7, "ziplab/LITv2 README, 384"),
@@ -141,6 +148,11 @@ FAMILIES: dict[str, dict[str, str]] = {
         paper_name="Breaking the Low-Rank Dilemma of Linear Attention", paper_ids="arXiv:2411.07635",
         origin_url="https://github.com/qhfan/RALA", license="other",
         licence_source="qhfan/RALA has no LICENSE file", weights="the authors' Hugging Face repository aldjalkdf/RAVLT",
+    ),
+    "moh_transnext": dict(
+        paper_name="MoH: Multi-Head Attention as Mixture-of-Head Attention", paper_ids="arXiv:2410.11842",
+        origin_url="https://github.com/SkyworkAI/MoH", license="apache-2.0", licence_source="SkyworkAI/MoH LICENSE",
+        weights="the authors' Hugging Face repositories Chat-UniVi/MoH-ViT-* (file names not stated)",
     ),
     "hybrid": dict(
         paper_name="HybridNet: any registry mixer per stage (this repository; see docs/hybrids.md)", paper_ids="",
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 input=f"{hw[0]}x{hw[1]}",
                 params_m=f"{params / 1e6:.2f}",
                 gmacs=f"{gmacs:.2f}",
-                top1=f"{top1[0]:.1f}" if top1 else "-",
+                top1=f"{top1[0]:.1f}" if top1 else "figure only" if name in TOP1_FIGURE_ONLY else "-",
                 status=status(name),
             )
         )

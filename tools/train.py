@@ -47,6 +47,7 @@ from torch import nn
 from backbones.train_utils import (
     CsvLog,
     Dist,
+    add_auxiliary_loss,
     gather,
     init_distributed,
     plot_metrics,
@@ -487,7 +488,7 @@ class Trainer:
                 if self.mixup_fn is not None:
                     images, targets = self.mixup_fn(images, targets)
             with self.amp:
-                loss = self.train_loss_fn(self.model(images), targets)
+                loss = add_auxiliary_loss(self.model_without_ddp, self.train_loss_fn(self.model(images), targets))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {batch_idx}: stopping")
             self.optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ from .conv_pos_enc import ConvPosEnc  # noqa: F401
 from .deformable_token_merging import DeformableConv2d, DeformableTokenMerging  # noqa: F401
 from .focal_modulation import FocalModulation  # noqa: F401
 from .halo_attention import HaloAttention  # noqa: F401
+from .head_mixture import HeadMixture  # noqa: F401
 from .hilo_attention import HiLoAttention  # noqa: F401
 from .mixer_registry import ChannelsFirstMixer, create_mixer, list_mixers, mixer_info, register_mixer  # noqa: F401
 from .rank_augmented_attention import RankAugmentedLinearAttention, RoPEGatedAttention  # noqa: F401

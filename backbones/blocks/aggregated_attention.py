@@ -59,6 +59,7 @@ from ._position_bias import (
     is_symbolic,
 )
 from ._windows import is_compiling
+from .head_mixture import build_head_mixture
 
 __all__ = ["AggregatedAttention", "LengthScaledAttention", "PosBiasMode", "cpb_coords"]
 
@@ -261,6 +262,7 @@ class _CosineAttentionBase(nn.Module):
         proj_drop: float,
         attn_drop: float,
         dd: dict,
+        moh: dict | None = None,
     ):
         super().__init__()
         if dim % num_heads != 0:
@@ -279,6 +281,8 @@ class _CosineAttentionBase(nn.Module):
         self.query_embedding = nn.Parameter(torch.empty(num_heads, 1, self.head_dim, **dd))
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj_drop = nn.Dropout(proj_drop)
+        # Mixture-of-Head routing of the head outputs (MoH-ViT); None: plain multi-head attention, no keys added.
+        self.moh = build_head_mixture(dim, num_heads, moh, type(self).__name__, **dd)
 
     def _init_cpb(self, dd: dict) -> None:
         self.cpb_fc1 = nn.Linear(2, _CPB_HIDDEN, **dd)
@@ -309,8 +313,11 @@ class AggregatedAttention(_CosineAttentionBase):
         qkv_bias: bias in ``q`` and ``kv``.
         attn_drop: dropout on the attention weights.
         proj_drop: dropout after ``proj``.
+        moh: ``dict(shared_heads=S, routed_heads=k)`` re-weights the head outputs per token before ``proj``
+            (:class:`backbones.blocks.head_mixture.HeadMixture`, MoH-ViT); None (default): plain heads.
 
-    State-dict keys as the official model, except ``sr`` -> ``pool_proj`` and ``norm`` -> ``pool_norm``.
+    State-dict keys as the official model, except ``sr`` -> ``pool_proj`` and ``norm`` -> ``pool_norm`` (and the MoH
+    router ``wg*`` -> ``moh.wg*``).
 
     Kernels: the attention core (both logit blocks, the joint softmax, the learnable-token term and the value sums)
     runs as the fused Triton kernel :func:`backbones.kernels.aggregated_attention.aggregated_attention` for CUDA
@@ -333,11 +340,12 @@ class AggregatedAttention(_CosineAttentionBase):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        moh: dict | None = None,
         device=None,
         dtype=None,
     ):
         dd = dict(device=device, dtype=dtype)
-        super().__init__(dim, num_heads, pretrain_grid, pos_bias_mode, pos_bias_grid, proj_drop, attn_drop, dd)
+        super().__init__(dim, num_heads, pretrain_grid, pos_bias_mode, pos_bias_grid, proj_drop, attn_drop, dd, moh)
         if window_size < 1 or window_size % 2 != 1:
             raise ValueError(f"AggregatedAttention: window_size must be a positive odd int, got {window_size}")
         if pool_ratio < 1:
@@ -448,6 +456,8 @@ class AggregatedAttention(_CosineAttentionBase):
                 out = _aggregated_kernel(*args, tokens + token_bias, ws)
             else:
                 out = self._attend_torch(q_scaled, k, v, k_pool, v_pool, pos_bias, tokens, token_bias)
+        if self.moh is not None:
+            out = self.moh(x, out.reshape(b, height, width, heads, hd))
         out = out.reshape(b, height, width, c)
         return self.proj_drop(self.proj(out))
 
@@ -462,7 +472,8 @@ class AggregatedAttention(_CosineAttentionBase):
 class LengthScaledAttention(_CosineAttentionBase):
     """Cosine attention over all tokens with query embedding, ln(N) length scale and CPB (TransNeXt stage 4).
 
-    Args as :class:`AggregatedAttention` (no window, no pooling). State-dict keys as the official ``Attention``.
+    Args as :class:`AggregatedAttention` (no window, no pooling; ``moh`` too). State-dict keys as the official
+    ``Attention`` (the MoH router ``wg*`` as ``moh.wg*``).
     """
 
     def __init__(
@@ -476,11 +487,12 @@ class LengthScaledAttention(_CosineAttentionBase):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         fused_attn: bool = True,
+        moh: dict | None = None,
         device=None,
         dtype=None,
     ):
         dd = dict(device=device, dtype=dtype)
-        super().__init__(dim, num_heads, pretrain_grid, pos_bias_mode, pos_bias_grid, proj_drop, attn_drop, dd)
+        super().__init__(dim, num_heads, pretrain_grid, pos_bias_mode, pos_bias_grid, proj_drop, attn_drop, dd, moh)
         self.fused_attn = fused_attn
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
@@ -517,5 +529,8 @@ class LengthScaledAttention(_CosineAttentionBase):
         else:
             attn = self.attn_drop((q @ k.transpose(-2, -1) + bias).softmax(dim=-1))
             out = attn @ v.to(attn.dtype)
-        out = out.transpose(1, 2).reshape(b, height, width, c)
+        out = out.transpose(1, 2)  # (B, N, heads, d)
+        if self.moh is not None:
+            out = self.moh(x.reshape(b, n, c), out)
+        out = out.reshape(b, height, width, c)
         return self.proj_drop(self.proj(out))

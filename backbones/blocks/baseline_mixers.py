@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_shape
+from .head_mixture import build_head_mixture
 
 __all__ = ["PoolMixer", "DWConvMixer", "GlobalAttention"]
 
@@ -85,8 +86,10 @@ class GlobalAttention(nn.Module):
         qkv_bias: bias in the fused qkv projection.
         attn_drop: dropout on the attention weights (training only).
         proj_drop: dropout after the output projection.
+        moh: ``dict(shared_heads=S, routed_heads=k)``: Mixture-of-Head re-weighting of the head outputs before
+            ``proj`` (:class:`backbones.blocks.head_mixture.HeadMixture`); None (default): plain heads.
 
-    State-dict keys ``qkv`` ([q | k | v], each head-major) and ``proj``, as timm's ViT ``Attention``.
+    State-dict keys ``qkv`` ([q | k | v], each head-major) and ``proj``, as timm's ViT ``Attention`` (plus ``moh.*``).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class GlobalAttention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        moh: dict | None = None,
         device=None,
         dtype=None,
     ):
@@ -110,6 +114,7 @@ class GlobalAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.moh = build_head_mixture(dim, num_heads, moh, "GlobalAttention", **dd)
 
     def forward(self, x: Tensor) -> Tensor:
         expected = f"GlobalAttention: expected x of shape (B, H, W, {self.dim}) (channels-last)"
@@ -118,7 +123,10 @@ class GlobalAttention(nn.Module):
         # (B, N, 3, heads, d) -> 3 x (B, heads, N, d)
         q, k, v = self.qkv(x).view(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(b, h, w, c)
+        out = out.transpose(1, 2)  # (B, N, heads, d)
+        if self.moh is not None:
+            out = self.moh(x.reshape(b, h * w, c), out)
+        out = out.reshape(b, h, w, c)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:

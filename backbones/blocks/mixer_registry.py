@@ -42,6 +42,10 @@ The four ablation mixers are in :mod:`backbones.blocks.ablation_mixers`, with th
 Defaults that differ from the families': ``halo`` adds an output projection (HaloNet puts a 1x1 conv after the
 attention inside its bottleneck) and masks its padding; ``cascaded`` starts its output BatchNorm at gamma = 1 (the
 family zero-inits it, which in a residual block with its own layer scale would cut every gradient upstream).
+Mixture-of-Head attention (MoH, arXiv:2410.11842): ``aggregated``, ``length_scaled`` and ``global`` take
+``moh=dict(shared_heads=S, routed_heads=k)``, a per-token router re-weighting the head outputs before the output
+projection (:class:`backbones.blocks.head_mixture.HeadMixture`; adds at most (h + 2) C router weights);
+without it they are unchanged.
 ``num_heads=None`` means dim // 32 heads (1 when dim < 32 or 32 does not divide dim). Mixers without heads
 (identity, pool, dwconv, focal) ignore ``num_heads``.
 

@@ -9,6 +9,7 @@ from .focalnet import *  # noqa: F401,F403
 from .halonet import *  # noqa: F401,F403
 from .hybrid import *  # noqa: F401,F403
 from .litv2 import *  # noqa: F401,F403
+from .moh_transnext import *  # noqa: F401,F403
 from .ravlt import *  # noqa: F401,F403
 from .transnext import *  # noqa: F401,F403
 

@@ -14,6 +14,10 @@ official-layout state dict into both and compare outputs:
   gathered to (heads, Nq, Nk); in "interpolate" mode at the reference size, then resized by two
   ``F.interpolate`` calls (key grid, then query grid).
 
+MoH-ViT (``moh_transnext_*``): the official routers ``wg`` / ``wg_0`` / ``wg_1`` on the flattened (B * N, C)
+tokens, top-k as a summed one-hot, the gates applied by einsum to the (B, N, heads, d) head outputs (the official
+gate computation order; :func:`moh_gates`).
+
 Coordinate tables are built once per input size and cached (as the official classification model builds them at
 construction for its one size). Keys: ``patch_embed{i}``, ``block{i}.{j}``, ``norm{i}``, ``head`` as the official.
 Nothing here is used by the models themselves.
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OfficialStyleTransNeXt", "create_official_style", "ARCHS"]
+__all__ = ["OfficialStyleTransNeXt", "create_official_style", "ARCHS", "moh_gates"]
 
 ARCHS = {
     "transnext_micro": dict(embed_dims=(48, 96, 192, 384), depths=(2, 2, 15, 2), num_heads=(2, 4, 8, 16)),
@@ -35,6 +39,50 @@ ARCHS = {
     "transnext_small": dict(embed_dims=(72, 144, 288, 576), depths=(5, 5, 22, 5), num_heads=(3, 6, 12, 24)),
     "transnext_base": dict(embed_dims=(96, 192, 384, 768), depths=(5, 5, 23, 5), num_heads=(4, 8, 16, 32)),
 }
+_MOH = {  # official MoH-ViT/transnext.py: (shared_head, routed_head) per stage
+    "moh_transnext_small_75": ("transnext_small", (3, 6, 3, 4), (0, 0, 6, 12)),
+    "moh_transnext_small_80": ("transnext_small", (3, 6, 3, 8), (0, 0, 6, 12)),
+    "moh_transnext_base_50": ("transnext_base", (2, 2, 2, 4), (2, 4, 6, 8)),
+    "moh_transnext_base_75": ("transnext_base", (4, 8, 4, 5), (0, 0, 8, 16)),
+}
+ARCHS.update({k: dict(ARCHS[a], shared_heads=s, routed_heads=r) for k, (a, s, r) in _MOH.items()})
+
+
+def _add_routers(attn: nn.Module, dim: int, heads: int, shared: int, routed: int) -> None:
+    attn.shared, attn.routed = shared, routed
+    if routed > 0:
+        attn.wg = nn.Linear(dim, heads - shared, bias=False)
+        if shared > 0:
+            attn.wg_0 = nn.Linear(dim, 2, bias=False)
+    if shared > 1:
+        attn.wg_1 = nn.Linear(dim, shared, bias=False)
+
+
+def moh_gates(attn: nn.Module, x: Tensor, out: Tensor) -> Tensor:
+    """Official MoH weighting: ``x`` (B, N, C) attention input, ``out`` (B, heads, N, d) -> (B, N, heads * d)."""
+    b, n, c = x.shape
+    flat = x.reshape(b * n, c)
+    out = out.transpose(1, 2)  # (B, N, heads, d)
+    if attn.routed > 0:
+        probs = F.softmax(attn.wg(flat), dim=1)
+        idx = torch.topk(probs, k=attn.routed, dim=1)[1]
+        chosen = F.one_hot(idx, num_classes=probs.shape[1]).sum(dim=1)
+        routed = probs * chosen
+        routed = routed / routed.sum(dim=1, keepdim=True).clamp(min=torch.finfo(routed.dtype).eps)
+        routed = routed.reshape(b, n, -1) * attn.routed
+        if attn.shared > 1:
+            shared = F.softmax(attn.wg_1(flat), dim=1).reshape(b, n, -1) * attn.shared
+        else:
+            shared = torch.ones(b, n, attn.shared, dtype=x.dtype, device=x.device) * attn.shared
+        if attn.shared == 0:
+            gates = routed
+        else:
+            w = F.softmax(attn.wg_0(flat), dim=1).reshape(b, n, 2) * 2
+            gates = torch.cat([torch.einsum("bn,bne->bne", w[:, :, 0], shared),
+                               torch.einsum("bn,bne->bne", w[:, :, 1], routed)], dim=2)
+    else:
+        gates = F.softmax(attn.wg_1(flat), dim=1).reshape(b, n, -1) * attn.shared
+    return torch.einsum("bne,bned->bned", gates, out).reshape(b, n, c)
 
 
 @torch.no_grad()
@@ -99,7 +147,7 @@ class _CpbMixin:
 
 
 class _AggregatedAttention(nn.Module, _CpbMixin):
-    def __init__(self, dim: int, heads: int, window: int, sr_ratio: int):
+    def __init__(self, dim: int, heads: int, window: int, sr_ratio: int, shared: int = 0, routed: int = 0):
         super().__init__()
         self.heads, self.head_dim, self.window, self.sr_ratio = heads, dim // heads, window, sr_ratio
         self.local_len = window**2
@@ -117,6 +165,7 @@ class _AggregatedAttention(nn.Module, _CpbMixin):
             nn.init.trunc_normal_(torch.empty(heads, self.head_dim, self.local_len), std=0.02)
         )
         self.learnable_bias = nn.Parameter(torch.zeros(heads, 1, self.local_len))
+        _add_routers(self, dim, heads, shared, routed)
 
     def forward(self, x: Tensor, h: int, w: int, geo: dict) -> Tensor:
         b, n, c = x.shape
@@ -148,12 +197,14 @@ class _AggregatedAttention(nn.Module, _CpbMixin):
         attn_local, attn_pool = torch.split(attn, [self.local_len, pool_len], dim=-1)
         weights = (q_norm @ self.learnable_tokens) + self.learnable_bias + attn_local
         x_local = (weights.unsqueeze(-2) @ v_local.transpose(-2, -1)).squeeze(-2)
+        if self.shared or self.routed:
+            return self.proj(moh_gates(self, x, x_local + attn_pool @ v_pool))
         out = (x_local + attn_pool @ v_pool).transpose(1, 2).reshape(b, n, c)
         return self.proj(out)
 
 
 class _Attention(nn.Module, _CpbMixin):
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, shared: int = 0, routed: int = 0):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.temperature = nn.Parameter(torch.log(torch.expm1(torch.full((heads, 1, 1), 1 / 0.24))))
@@ -162,6 +213,7 @@ class _Attention(nn.Module, _CpbMixin):
         self.proj = nn.Linear(dim, dim)
         self.cpb_fc1 = nn.Linear(2, 512)
         self.cpb_fc2 = nn.Linear(512, heads)
+        _add_routers(self, dim, heads, shared, routed)
 
     def forward(self, x: Tensor, h: int, w: int, geo: dict) -> Tensor:
         b, n, c = x.shape
@@ -171,14 +223,19 @@ class _Attention(nn.Module, _CpbMixin):
             bias = self._resize(bias, *geo["resize"])
         q = (F.normalize(q, dim=-1) + self.query_embedding) * F.softplus(self.temperature) * geo["length_scale"]
         attn = (q @ F.normalize(k, dim=-1).transpose(-2, -1) + bias).softmax(dim=-1)
+        if self.shared or self.routed:
+            return self.proj(moh_gates(self, x, attn @ v))
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
 class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, window: int | None, sr_ratio: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, window: int | None, sr_ratio: int, mlp_ratio: float, moh=(0, 0)):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = _Attention(dim, heads) if sr_ratio == 1 else _AggregatedAttention(dim, heads, window, sr_ratio)
+        if sr_ratio == 1:
+            self.attn = _Attention(dim, heads, *moh)
+        else:
+            self.attn = _AggregatedAttention(dim, heads, window, sr_ratio, *moh)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = _ConvGLU(dim, int(dim * mlp_ratio))
 
@@ -220,9 +277,13 @@ class OfficialStyleTransNeXt(nn.Module):
         fixed_pool_size: int | None = None,
         in_chans: int = 3,
         num_classes: int = 1000,
+        shared_heads=None,
+        routed_heads=None,
     ):
         super().__init__()
         self.num_stages = len(depths)
+        shared_heads = shared_heads or (0,) * self.num_stages
+        routed_heads = routed_heads or (0,) * self.num_stages
         self.sr_ratios, self.window_sizes = sr_ratios, window_sizes
         self.img_size, self.pretrain_size = img_size, pretrain_size
         self.pos_bias_mode, self.fixed_pool_size = pos_bias_mode, fixed_pool_size
@@ -235,7 +296,8 @@ class OfficialStyleTransNeXt(nn.Module):
                 _PatchEmbed(in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], kernel, stride),
             )
             blocks = [
-                _Block(embed_dims[i], num_heads[i], window_sizes[i], sr_ratios[i], mlp_ratios[i])
+                _Block(embed_dims[i], num_heads[i], window_sizes[i], sr_ratios[i], mlp_ratios[i],
+                       (shared_heads[i], routed_heads[i]))
                 for _ in range(depths[i])
             ]
             setattr(self, f"block{i + 1}", nn.ModuleList(blocks))
@@ -305,11 +367,16 @@ class OfficialStyleTransNeXt(nn.Module):
 
 
 def create_official_style(name: str, **kwargs) -> OfficialStyleTransNeXt:
-    """The reference for a ``transnext_*`` name; keyword arguments as our model's where they exist."""
+    """The reference for a ``transnext_*`` / ``moh_transnext_*`` name; keyword arguments as our model's where they
+    exist (``moh``: our per-stage dicts)."""
     arch = dict(ARCHS[name.split(".")[0]])
     for ours, theirs in (("pool_ratios", "sr_ratios"),):
         if ours in kwargs:
             kwargs[theirs] = kwargs.pop(ours)
     for unused in ("drop_path_rate", "drop_rate", "pretrained"):
         kwargs.pop(unused, None)
+    moh = kwargs.pop("moh", None)
+    if moh is not None:  # our per-stage dicts -> the official per-stage lists
+        kwargs["shared_heads"] = tuple(m["shared_heads"] if m else 0 for m in moh)
+        kwargs["routed_heads"] = tuple(m["routed_heads"] if m else 0 for m in moh)
     return OfficialStyleTransNeXt(**dict(arch, **kwargs))

@@ -43,6 +43,7 @@ from .._bench import register_reference
 from .._registry import register_model
 from ..blocks.aggregated_attention import AggregatedAttention, LengthScaledAttention, PosBiasMode
 from ..blocks.conv_glu import ConvGLU, glu_hidden_features
+from ..blocks.head_mixture import MOH_AUX_LOSS_WEIGHT, HeadMixture
 from ._common import StagedModelMixin, check_input, drop_absent_classifier, per_stage, rename_key, unwrap_state_dict
 from ._stage import Stage, stage_drop_path_rates, stage_feature_info
 
@@ -116,6 +117,7 @@ class TransNeXtBlock(nn.Module):
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
         norm_layer: type[nn.Module] = nn.LayerNorm,
+        moh: dict | None = None,
         device=None,
         dtype=None,
     ):
@@ -123,6 +125,7 @@ class TransNeXtBlock(nn.Module):
         dd = dict(device=device, dtype=dtype)
         common = dict(
             num_heads=num_heads,
+            moh=moh,
             pretrain_grid=pretrain_grid,
             pos_bias_mode=pos_bias_mode,
             pos_bias_grid=pos_bias_grid,
@@ -176,6 +179,8 @@ class TransNeXt(StagedModelMixin, nn.Module):
         drop_path_rate: stochastic depth, linear over all blocks (official ImageNet recipes: 0.15 micro, 0.25 tiny,
             0.45 small, 0.6 base).
         norm_layer: norm of the blocks and stage ends (LayerNorm eps 1e-6).
+        moh: Mixture-of-Head attention per stage (MoH-ViT, :mod:`backbones.models.moh_transnext`): None, or one
+            entry per stage, each None or ``dict(shared_heads=S, routed_heads=k)`` for every attention of the stage.
     """
 
     _family = "TransNeXt"
@@ -204,12 +209,14 @@ class TransNeXt(StagedModelMixin, nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_layer: type[nn.Module] = _LAYER_NORM_1E6,
+        moh: Sequence[dict | None] | None = None,
         device=None,
         dtype=None,
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         num_stages = len(depths)
+        moh = per_stage(moh, num_stages, "moh", "TransNeXt")
         embed_dims = per_stage(embed_dims, num_stages, "embed_dims", "TransNeXt")
         num_heads = per_stage(num_heads, num_stages, "num_heads", "TransNeXt")
         mlp_ratios = per_stage(mlp_ratios, num_stages, "mlp_ratios", "TransNeXt")
@@ -245,6 +252,7 @@ class TransNeXt(StagedModelMixin, nn.Module):
                 proj_drop=proj_drop_rate,
                 attn_drop=attn_drop_rate,
                 norm_layer=norm_layer,
+                moh=moh[i],
             )
             # every stage starts with an overlapping patch embedding (the stem: stage 0's, which checks the image)
             downsample = OverlapPatchEmbed(
@@ -261,9 +269,17 @@ class TransNeXt(StagedModelMixin, nn.Module):
         self.feature_info = stage_feature_info(embed_dims, first_reduction=patch_size)
         self.stages = nn.Sequential(*stages)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.moh_aux_loss_weight = MOH_AUX_LOSS_WEIGHT
 
         for module in self.modules():
             _init_weights(module)
+
+    @torch.jit.ignore
+    def moh_aux_loss(self) -> Tensor | None:
+        """Mean MoH load-balancing loss of the routed attentions in the latest training forward (None without
+        routed heads); the official recipe adds ``moh_aux_loss_weight`` (0.01) times it to the task loss."""
+        losses = [m.aux_loss for m in self.modules() if isinstance(m, HeadMixture) and m.aux_loss is not None]
+        return torch.stack(losses).mean() if losses else None
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -313,6 +329,7 @@ _OFFICIAL_KEY_MAP = (
     (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),  # official wraps the depthwise conv in a module
     (r"\.attn\.sr\.", ".attn.pool_proj."),
     (r"\.attn\.norm\.", ".attn.pool_norm."),
+    (r"\.attn\.(wg(?:_0|_1)?)\.", r".attn.moh.\1."),  # MoH-ViT routers (SkyworkAI/MoH), inside our HeadMixture
 )
 # Non-persistent buffers of the official modules, dropped if a checkpoint carries them anyway.
 _OFFICIAL_BUFFERS = re.compile(r"(relative_pos_index\d|relative_coords_table\d|seq_length_scale|padding_mask)$")
@@ -323,7 +340,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: TransNeXt) -> dict[s
 
     Official keys are renamed (``patch_embed{i}`` / ``block{i}.{j}`` / ``norm{i}`` -> ``stages.{i-1}.downsample`` /
     ``.blocks.{j}`` / ``.norm``, ``head`` -> ``head.fc``, ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``, ``attn.sr`` /
-    ``attn.norm`` -> ``attn.pool_proj`` / ``attn.pool_norm``); our own layout passes through. The classifier is
+    ``attn.norm`` -> ``attn.pool_proj`` / ``attn.pool_norm``, MoH-ViT's routers ``attn.wg*`` -> ``attn.moh.wg*``); our
+    own layout passes through. The classifier is
     dropped when the model has none.
     """
     state_dict = unwrap_state_dict(state_dict)

@@ -160,3 +160,31 @@ def test_py_config_without_mm_runner(tmp_path, train_tool, monkeypatch):
     monkeypatch.setitem(sys.modules, "backbones.mm.runner", None)  # makes the import fail
     with pytest.raises(SystemExit, match="backbones.mm.runner"):
         train_tool.main([str(tmp_path / "upernet_x_ade20k.py")])
+
+
+def test_train_step_adds_the_moh_balancing_loss(tmp_path, train_tool, monkeypatch):
+    """A MoH model's training loss is the task loss plus 0.01 x the mean balancing loss of its routed layers."""
+    from backbones.blocks import HeadMixture
+
+    seen = []
+    add = train_tool.add_auxiliary_loss
+
+    def spy(model, loss):
+        aux = [m.aux_loss.detach() for m in model.modules() if isinstance(m, HeadMixture) and m.aux_loss is not None]
+        total = add(model, loss)
+        seen.append((loss.detach(), torch.stack(aux), total.detach()))
+        return total
+
+    monkeypatch.setattr(train_tool, "add_auxiliary_loss", spy)
+    moh = [dict(shared_heads=2, routed_heads=0), dict(shared_heads=1, routed_heads=2),
+           dict(shared_heads=0, routed_heads=2), dict(shared_heads=2, routed_heads=2)]
+    kwargs = dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[2, 4, 3, 4], moh=moh)
+    recipe = write_recipe(tmp_path / "moh.yaml", model="moh_transnext_small_75", model_kwargs=kwargs,
+                          steps_per_epoch=2, batch_size=16, color_jitter=0.0)
+    train_tool.main([recipe, "--output", str(tmp_path / "run")])
+    assert len(seen) == 2
+    logged = [float(r["loss"]) for r in _rows(tmp_path / "run" / "steps.csv")]
+    for (task, aux, total), value in zip(seen, logged):
+        assert aux.numel() == 3 and (aux > 0).all()  # the three routed stages, official coefficient 0.01
+        torch.testing.assert_close(total, task + 0.01 * aux.mean())
+        assert value == pytest.approx(total.item(), rel=1e-6)

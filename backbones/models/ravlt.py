@@ -26,7 +26,8 @@ there is nothing to pad.
 Speed against the official formulation (``tools/benchmark.py ravlt_t --compare --mode both --threads 1``: CPU, one
 thread, fp32, batch 8 at 224, median of 10 interleaved repeats, 2026-12-04 on a shared 2-core machine): ours takes
 864 ms per inference batch against 1073 ms (1.24x faster) and 2.95 s per training step against 3.78 s (1.28x); at
-batch 4, inference 1.14x. No GPU timing yet.
+batch 4, inference 1.14x. A rerun the same day (README table, docs/compare_cpu.csv): 685 ms against 783 ms (1.14x)
+and 2.11 s against 2.52 s (1.19x). No GPU timing yet.
 """
 
 from __future__ import annotations

@@ -116,6 +116,9 @@ def test_detection_recipe(key):
     assert cfg.train_cfg.max_epochs == 12 and cfg.train_dataloader.batch_size == 2  # x 8 GPUs
     resize = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == "Resize"]
     assert resize and tuple(resize[0].scale) == (1333, 800)  # single scale, as official
+    # official object_detection/models_mm/biformer_mm.py: plain nn.BatchNorm2d (no SyncBN conversion, unlike the
+    # segmentation copy), so its norm_eval (nn.BatchNorm2d only) does freeze the statistics
+    assert cfg.get("sync_bn") is None
 
 
 @pytest.mark.parametrize("key", [("mask-rcnn", "s"), ("retinanet", "s")], ids=lambda k: k[0])

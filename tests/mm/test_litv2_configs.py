@@ -52,6 +52,9 @@ def _check_backbone(cfg, size, ws, out_indices, with_cp, out_norms=True):
     assert (tuple(bb.out_norms) if isinstance(bb.out_norms, (list, tuple)) else bb.out_norms) == out_norms
     assert bb.drop_path_rate == dp and bb.get("with_cp", False) == with_cp
     assert bb.get("frozen_stages", -1) == -1 and not bb.get("norm_eval", False)
+    # official detection/mmdet and segmentation/mmseg backbones/litv2.py: plain nn.BatchNorm2d in the DTM, no
+    # norm_eval, never converted to SyncBatchNorm: they train, per GPU
+    assert cfg.get("sync_bn") is None
     kw = bb.model_kwargs
     assert kw["alpha"] == 0.9 and tuple(kw["window_sizes"]) == (0, 0, ws, 1)
     assert kw.get("mask_padding", True) is (ws != 4)  # ws 4 pads at COCO sizes: official numerics

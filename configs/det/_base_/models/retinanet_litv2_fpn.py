@@ -2,7 +2,8 @@
 # ziplab/LITv2 detection code builds it: the FPN reads stages 1..3 (strides 8/16/32; the official backbone also
 # returns stage 0, which its FPN skips with start_level=1), each through a LayerNorm (the official norm1..norm3),
 # P6/P7 from extra convs on the last backbone map ('on_input'); alpha 0.9, HiLo windows 2 in stage 3 and 1
-# (global attention) in stage 4, no frozen stages, the token-merging BatchNorms train normally (no norm_eval).
+# (global attention) in stage 4, no frozen stages, the token-merging BatchNorms train normally (no norm_eval) and
+# per GPU (no sync_bn), as the official detection/mmdet/models/backbones/litv2.py (plain nn.BatchNorm2d).
 _base_ = 'mmdet::_base_/models/retinanet_r50_fpn.py'
 
 custom_imports = dict(imports=['backbones.mm'], allow_failed_imports=False)

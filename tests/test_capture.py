@@ -65,14 +65,6 @@ def _with_gaps(names, gaps):
     return [pytest.param(n, marks=pytest.mark.xfail(reason=gaps(n), strict=True)) if gaps(n) else n for n in names]
 
 
-_AGENT_GAP = ("Agent-PVT / Agent-Swin (issue 20): AgentAttention / ShiftedWindowAttention are not scriptable yet "
-              "(f-string shape errors, starred reshapes, a subclass forward of another signature); FX passes (leaves)")
-
-
-def _script_gap(name):
-    return _AGENT_GAP if name.startswith(("agent_pvt_", "agent_swin_")) else None
-
-
 SMALL_SIZES = ((64, 64), (65, 97))  # a multiple of every stride, and an odd size that pads everywhere
 SIZES = ((224, 224), (197, 253))
 
@@ -134,7 +126,7 @@ def _assert_same_math(actual: list, expected: list, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------- TorchScript
 
 
-@pytest.mark.parametrize("name", _with_gaps([*MODELS, *_VARIANTS], _script_gap))
+@pytest.mark.parametrize("name", [*MODELS, *_VARIANTS])
 def test_script_forward_and_backward_match_eager(name):
     model = _small(name)
     with warnings.catch_warnings():
@@ -201,12 +193,13 @@ def test_fx_graph_keeps_input_checks():
         graph(torch.randn(1, 4, 64, 64))
 
 
-@pytest.mark.parametrize(
-    "mixer", ["pool", "dwconv", "global", "static", "sigmoid", "linear", "decoupled", "rala", "rala_softmax", "focal"]
-)
+_MIXERS = ["pool", "dwconv", "global", "static", "sigmoid", "linear", "decoupled", "rala", "rala_softmax", "focal"]
+
+
+@pytest.mark.parametrize("mixer", [*_MIXERS, "agent", "swin"])
 def test_mixers_keep_their_input_checks_when_captured(mixer):
-    """The hybrids' and RAVLT's mixers alone: scripted and FX-traced, a map of the wrong width raises the eager
-    ValueError (the same message, up to TorchScript's spelling of the shape)."""
+    """The mixers of the hybrids, RAVLT and the Agent models alone: scripted and FX-traced, a map of the wrong width
+    raises the eager ValueError (the same message, up to TorchScript's spelling of the shape)."""
     from backbones.blocks import create_mixer
 
     module = create_mixer(mixer, 32, 4).eval()

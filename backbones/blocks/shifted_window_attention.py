@@ -20,6 +20,7 @@ Shapes: input and output (B, H, W, C).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from timm.models.swin_transformer import WindowAttention
 from torch import Tensor
@@ -30,11 +31,13 @@ from ._windows import pad_to_multiple, to_2tuple_int, window_partition, window_r
 __all__ = ["ShiftedWindowAttention"]
 
 
-def _shift_mask(hp: int, wp: int, window: tuple[int, int], shift: int, device, dtype) -> Tensor:
+def _shift_mask(
+    hp: int, wp: int, window: tuple[int, int], shift: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """(nW, N, N) additive mask: 0 within a region of the rolled (hp, wp) map, -100 across regions."""
     region = torch.zeros(hp, wp, device=device, dtype=dtype)
-    cuts_h = (0, hp - window[0], hp - shift, hp)
-    cuts_w = (0, wp - window[1], wp - shift, wp)
+    cuts_h = [0, hp - window[0], hp - shift, hp]  # lists: TorchScript indexes tuples by constants only
+    cuts_w = [0, wp - window[1], wp - shift, wp]
     for i in range(3):
         for j in range(3):
             region[cuts_h[i] : cuts_h[i + 1], cuts_w[j] : cuts_w[j + 1]] = 3 * i + j
@@ -83,15 +86,35 @@ class ShiftedWindowAttention(WindowAttention):
         x = pad_to_multiple(x, window)
         hp, wp = x.shape[1], x.shape[2]
         shift = s if s > 0 and (h > window[0] or w > window[1]) else 0
-        mask = None
-        if shift:
+        mask: Tensor | None = None
+        if shift > 0:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = _shift_mask(hp, wp, window, shift, x.device, x.dtype)
-        y = super().forward(window_partition(x, window), mask=mask)  # (B * nW, N, C)
+        y = self._window_attention(window_partition(x, window), mask)  # (B * nW, N, C)
         y = window_reverse(y, window, hp, wp)
-        if shift:
+        if shift > 0:
             y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
         return y[:, :h, :w]
+
+    def _window_attention(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """The in-window attention of the parent class, (B * nW, N, C) in and out, with the same operations in the
+        same order (the same numbers on both of its paths, fused or explicit softmax), written here because
+        TorchScript cannot call ``super().forward``. ``mask``: (nW, N, N), added per window."""
+        bw, n, heads = x.shape[0], x.shape[1], self.num_heads
+        q, k, v = self.qkv(x).reshape(bw, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B * nW, h, N, d)
+        rel_bias = self._get_rel_pos_bias()  # (1, h, N, N)
+        if self.fused_attn:
+            if mask is not None:  # one (h, N, N) bias per window, repeated over the batch
+                per_window = mask.view(1, mask.shape[0], 1, n, n).expand(bw // mask.shape[0], -1, heads, -1, -1)
+                rel_bias = rel_bias + per_window.reshape(-1, heads, n, n)
+            p = self.attn_drop.p if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=rel_bias, dropout_p=p)
+        else:
+            logits = (q * self.scale) @ k.transpose(-2, -1) + rel_bias
+            if mask is not None:  # (B, nW, h, N, N) + (1, nW, 1, N, N)
+                logits = (logits.view(-1, mask.shape[0], heads, n, n) + mask[None, :, None]).view(-1, heads, n, n)
+            y = self.attn_drop(self.softmax(logits)) @ v
+        return self.proj_drop(self.proj(y.transpose(1, 2).reshape(bw, n, -1)))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, shift={self.shift_size}"

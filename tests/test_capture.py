@@ -31,6 +31,8 @@ FAMILY_MODELS = [
     "halonet_h0",
     "litv2_small",
     "transnext_micro",
+    "agent_pvt_tiny",
+    "agent_swin_tiny",
 ]
 # RAVLT and the hybrids beside the families: the released RAVLT layout (RALA / RoPE softmax attention with the stage's
 # rotary tables), the default hybrid (dwconv, global), the hybrids of the other mixers no family has (pool, static,
@@ -44,15 +46,15 @@ HYBRID_MODELS = [
     "hybrid_tiny_pool",
     "hybrid_tiny_static_global",
     "hybrid_tiny_linear_global",
+    "hybrid_tiny_global",
+    "hybrid_tiny_identity",
+    "hybrid_tiny_focal_routed",
+    "hybrid_tiny_halo_global",
     *_VARIANTS,
 ]
 # Known gaps, recorded on issue 16 (strict: a fix shows up as XPASS and must remove its entry).
 
 
-# Slow capture paths that still fail on CPU with torch 2.15 (not run: each costs minutes; recorded on issue 16).
-_INDUCTOR_GAP = {
-    "transnext_micro": "InductorError: For u6*u7, expected [u6, u7] to have been codegen-ed (unbacked sizes)",
-}
 _EXPORT_DYNAMIC_GAP: dict[str, str] = {}  # torch.export only (see EXPORT_DYNAMIC_XFAIL below)
 _ONNX_DYNAMIC_GAP: dict[str, str] = {}  # exports, but the ONNX translation or its numerics fail
 
@@ -63,6 +65,15 @@ def _not_run_gaps(names, gaps):
 
 def _with_gaps(names, gaps):
     return [pytest.param(n, marks=pytest.mark.xfail(reason=gaps(n), strict=True)) if gaps(n) else n for n in names]
+
+
+
+
+def test_lists_cover_every_named_hybrid_and_family():
+    """A newly registered hybrid or family must join the capture lists (FX / compile / export / ONNX)."""
+    assert set(backbones.list_models("hybrid_*")) <= set(HYBRID_MODELS)
+    families = {type(_small(n)).__name__ for n in MODELS if not n.startswith(("hybrid_", "ravlt_"))}
+    assert families == {type(_small(n)).__name__ for n in FAMILY_MODELS}
 
 
 SMALL_SIZES = ((64, 64), (65, 97))  # a multiple of every stride, and an odd size that pads everywhere
@@ -248,7 +259,7 @@ def test_compile_fullgraph_matches_eager(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", _not_run_gaps(FAMILY_MODELS + ["ravlt_t", "hybrid_tiny"], _INDUCTOR_GAP))
+@pytest.mark.parametrize("name", FAMILY_MODELS + ["ravlt_t", "hybrid_tiny"])
 def test_compile_fullgraph_inductor_matches_eager(name):
     _compile_matches_eager(name, SIZES, "inductor")
 
@@ -280,8 +291,8 @@ def _export_dynamic(fn, *args, **kwargs):
         return fn(*args, dynamic_shapes={"x": dims}, **kwargs)
 
 
-# the export / ONNX cases also cover the newer families: RAVLT (issue 20) and a hybrid (issue 19)
-EXPORT_MODELS = [*FAMILY_MODELS, "hybrid_tiny", "ravlt_t"]
+# the export / ONNX cases also cover RAVLT (issue 20) and every named hybrid (issue 19)
+EXPORT_MODELS = [*FAMILY_MODELS, *(n for n in HYBRID_MODELS if n not in _VARIANTS)]
 
 
 def _dynamic_cases(extra=None):

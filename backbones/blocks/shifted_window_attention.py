@@ -26,7 +26,7 @@ from timm.models.swin_transformer import WindowAttention
 from torch import Tensor
 
 from ._checks import check_shape
-from ._windows import pad_to_multiple, to_2tuple_int, window_partition, window_reverse
+from ._windows import is_compiling, pad_to_multiple, to_2tuple_int, window_partition, window_reverse
 
 __all__ = ["ShiftedWindowAttention"]
 
@@ -85,14 +85,19 @@ class ShiftedWindowAttention(WindowAttention):
         window, s = self.window_size, self.shift_size
         x = pad_to_multiple(x, window)
         hp, wp = x.shape[1], x.shape[2]
-        shift = s if s > 0 and (h > window[0] or w > window[1]) else 0
+        shifted = s > 0 and (is_compiling() or h > window[0] or w > window[1])
+        shift = 0
         mask: Tensor | None = None
-        if shift > 0:
+        if shifted:
+            # s, or 0 for a map that fits in one window (Swin's rule), as arithmetic: traced, the graph holds no
+            # branch on the size (a one-window map then rolls by 0 under an all-zero mask: the unshifted numbers)
+            extra = hp // window[0] + wp // window[1] - 2  # windows beyond the first
+            shift = s * ((extra + hp + wp - 1) // (hp + wp))
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = _shift_mask(hp, wp, window, shift, x.device, x.dtype)
         y = self._window_attention(window_partition(x, window), mask)  # (B * nW, N, C)
         y = window_reverse(y, window, hp, wp)
-        if shift > 0:
+        if shifted:
             y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
         return y[:, :h, :w]
 

@@ -46,6 +46,19 @@ def _shift_mask(
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
+def _roll(x: Tensor, shift: int, back: bool) -> Tensor:
+    """``torch.roll`` of dims 1 and 2 by ``-shift`` (``back``: by ``+shift``), for a shift below both sizes; traced,
+    as concatenations of two slices per dim (the same values): ONNX's Roll translation takes constant shifts only,
+    and the traced shift is symbolic."""
+    if not is_compiling():
+        return torch.roll(x, shifts=(shift, shift) if back else (-shift, -shift), dims=(1, 2))
+    for dim in (1, 2):
+        n = x.shape[dim]
+        cut = n - shift if back else shift  # the input index the output starts at
+        x = torch.cat((x.narrow(dim, cut, n - cut), x.narrow(dim, 0, cut)), dim=dim)
+    return x
+
+
 @register_notrace_module  # reason: whether to shift depends on the map size (Swin's rule for small maps)
 class ShiftedWindowAttention(WindowAttention):
     """Swin's (shifted) window attention on a (B, H, W, C) map (module docstring).
@@ -93,12 +106,12 @@ class ShiftedWindowAttention(WindowAttention):
             # branch on the size (a one-window map then rolls by 0 under an all-zero mask: the unshifted numbers)
             extra = hp // window[0] + wp // window[1] - 2  # windows beyond the first
             shift = s * ((extra + hp + wp - 1) // (hp + wp))
-            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            x = _roll(x, shift, back=False)
             mask = _shift_mask(hp, wp, window, shift, x.device, x.dtype)
         y = self._window_attention(window_partition(x, window), mask)  # (B * nW, N, C)
         y = window_reverse(y, window, hp, wp)
         if shifted:
-            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+            y = _roll(y, shift, back=True)
         return y[:, :h, :w]
 
     def _window_attention(self, x: Tensor, mask: Tensor | None) -> Tensor:

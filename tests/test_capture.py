@@ -252,6 +252,27 @@ def test_compile_fullgraph_matches_eager(name):
     _compile_matches_eager(name, SMALL_SIZES, "eager")
 
 
+def test_compiled_transnext_graph_has_no_data_dependent_sizes():
+    """TransNeXt's per-size position-bias tables enter a compiled graph as constants: no unbacked (data-dependent)
+    size, which inductor cannot generate code for (a fast check of the slow inductor case)."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    torch._dynamo.reset()
+    unbacked = []
+
+    def backend(gm, example_inputs):
+        for node in gm.graph.nodes:
+            if free_unbacked_symbols(node.meta.get("example_value")):
+                unbacked.append(node.format_node())
+        return gm.forward
+
+    model = _small("transnext_micro")
+    x = torch.randn(1, 3, *SMALL_SIZES[1])
+    with torch.no_grad():
+        _assert_close(torch.compile(model, fullgraph=True, backend=backend, dynamic=False)(x), model(x), "compiled")
+    assert not unbacked, f"{len(unbacked)} nodes with data-dependent sizes, e.g. {unbacked[0]}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILY_MODELS + ["ravlt_t", "hybrid_tiny"])
 def test_compile_fullgraph_inductor_matches_eager(name):
@@ -302,6 +323,18 @@ def test_export_static_matches_eager(name):
     program = torch.export.export(model, (x,))
     with torch.no_grad():
         _assert_close(program.module()(x), model(x), f"{name} exported")
+
+
+def test_export_static_keeps_fake_tensors_out_of_the_eager_caches():
+    """A static export at a size eager mode has not seen must not cache the trace's fake tensors (TransNeXt's
+    per-size position-bias plan): eager mode at that size afterwards computes real numbers, the program's."""
+    model = _small("transnext_micro")
+    x = torch.randn(1, 3, 71, 89)  # a size no other test uses
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        out = model(x)
+        assert type(out) is torch.Tensor, f"eager output after the export is a {type(out).__name__}"
+        _assert_close(program.module()(x), out, "transnext_micro exported, then eager")
 
 
 @pytest.mark.slow

@@ -7,12 +7,15 @@ bias indexed by the relative offset of the two tokens (a (2 wh - 1)(2 ww - 1) x 
     y = proj(concat_heads(softmax(q k^T / sqrt(d) + B_rel + M) v))
 
 With ``shift_size`` s > 0 the map is rolled by (-s, -s) first and back afterwards, and M = -100 between tokens that
-came from different regions of the unrolled map (Swin's mask); M = 0 otherwise. The in-window attention is timm's
+came from different regions of the unrolled map (Swin's mask); M = 0 otherwise. The class is a subclass of timm's
 ``WindowAttention`` (same keys: ``qkv``, ``proj``, ``relative_position_bias_table``; the index is a non-persistent
-buffer). Any size: the map is zero-padded right / bottom to a multiple of the window *before* the roll (the order of
-the official Agent-Swin dense backbones; Swin's own classifier never pads), padded tokens take part as keys, the
-output is cropped. A map that fits in one window is not shifted (Swin's rule for small maps: a shift would only
-wrap the window onto itself).
+buffer) and runs the parent's in-window attention, its operations in its order (fused or explicit softmax as the
+parent chooses), in a method of its own so that TorchScript can compile it. Any size: the map is zero-padded right /
+bottom to a multiple of the window *before* the roll (the order of the official Agent-Swin dense backbones; Swin's
+own classifier never pads), padded tokens take part as keys, the output is cropped. A map that fits in one window
+is not shifted (Swin's rule for small maps: a shift would only wrap the window onto itself); under torch.compile /
+torch.export that rule is arithmetic (a one-window map rolls by 0 under an all-zero mask, the same numbers), so the
+graph holds no branch on the size.
 
 Shapes: input and output (B, H, W, C).
 """

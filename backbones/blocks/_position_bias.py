@@ -15,6 +15,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._python_dispatch import _disable_current_modes
+
+from ._windows import is_compiling
 
 
 def _pair(value: int | tuple[int, int] | None, name: str) -> tuple[int, int] | None:
@@ -139,7 +142,31 @@ def _bias_plan(
                 "pos_bias_mode='extrapolate')"
             )
         return _build_bias_plan(query, key, pretrain, None, None, device)
+    if is_compiling():  # concrete sizes under torch.compile: the cached plan enters the graph as constants
+        table = _constant_plan_part(query, key, pretrain, ref_query, ref_key, device, 0)  # (Uh, Uw, 2)
+        parts = [_constant_plan_part(query, key, pretrain, ref_query, ref_key, device, i) for i in range(1, 5)]
+        return _BiasPlan(table.reshape(-1, 2), (table.shape[0], table.shape[1]), *parts)
     return _cached_bias_plan(query, key, pretrain, ref_query, ref_key, device)
+
+
+@torch.compiler.assume_constant_result
+def _constant_plan_part(
+    query: tuple[int, int],
+    key: tuple[int, int],
+    pretrain: tuple[int, int],
+    ref_query: tuple[int, int] | None,
+    ref_key: tuple[int, int] | None,
+    device: torch.device,
+    part: int,
+) -> Tensor:
+    """One tensor of the cached plan (0: the table as (Uh, Uw, 2), then index_h, weight_h, index_w, weight_w).
+
+    Dynamo runs this at trace time and keeps the result as a graph constant: traced, the plan's ``torch.unique``
+    and boolean indexing would give the tables data-dependent (unbacked) lengths, which inductor cannot generate
+    code for.
+    """
+    plan = _cached_bias_plan(query, key, pretrain, ref_query, ref_key, device)
+    return plan.table.view(*plan.shape, 2) if part == 0 else plan[part + 1]
 
 
 def _build_bias_plan(
@@ -166,7 +193,19 @@ def _build_bias_plan(
         return _BiasPlan(*(t.to(device) if isinstance(t, Tensor) else t for t in plan))
 
 
-_cached_bias_plan = functools.lru_cache(maxsize=128)(_build_bias_plan)
+@functools.lru_cache(maxsize=128)
+def _cached_bias_plan(
+    query: tuple[int, int],
+    key: tuple[int, int],
+    pretrain: tuple[int, int],
+    ref_query: tuple[int, int] | None,
+    ref_key: tuple[int, int] | None,
+    device: torch.device,
+) -> _BiasPlan:
+    """The plan of concrete sizes, built once outside any tracing mode: under torch.export the fake tensors of the
+    trace would otherwise be cached and served to later eager calls."""
+    with _disable_current_modes():
+        return _build_bias_plan(query, key, pretrain, ref_query, ref_key, device)
 
 
 def _length_scale(height: int, width: int, window_size: int, num_pooled: int, device: torch.device) -> Tensor:
@@ -174,6 +213,8 @@ def _length_scale(height: int, width: int, window_size: int, num_pooled: int, de
     sizes."""
     if is_symbolic(height, width, num_pooled):
         return _build_length_scale(height, width, window_size, num_pooled, device)
+    if is_compiling():
+        return _constant_length_scale(height, width, window_size, num_pooled, device)
     return _cached_length_scale(height, width, window_size, num_pooled, device)
 
 
@@ -189,7 +230,17 @@ def _build_length_scale(height: int, width: int, window_size: int, num_pooled: i
         return torch.log(count.double() + num_pooled).view(height, width, 1, 1).to(device)
 
 
-_cached_length_scale = functools.lru_cache(maxsize=128)(_build_length_scale)
+@functools.lru_cache(maxsize=128)
+def _cached_length_scale(height: int, width: int, window_size: int, num_pooled: int, device: torch.device) -> Tensor:
+    """As :func:`_cached_bias_plan`: built once, outside any tracing mode."""
+    with _disable_current_modes():
+        return _build_length_scale(height, width, window_size, num_pooled, device)
+
+
+@torch.compiler.assume_constant_result
+def _constant_length_scale(height: int, width: int, window_size: int, num_pooled: int, device: torch.device) -> Tensor:
+    """The cached table as a graph constant under torch.compile (see :func:`_constant_plan_part`)."""
+    return _cached_length_scale(height, width, window_size, num_pooled, device)
 
 
 def _gather_bias(values: Tensor, plan: _BiasPlan) -> Tensor:

@@ -38,24 +38,42 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
+from ._checks import check_shape
+from ._position_bias import adaptive_pool_matrix, is_symbolic
 from ._windows import is_compiling
 
 __all__ = ["AgentAttention"]
 
 
 def _resize(t: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of the last two dims (align_corners=False, as the official code); the identity at equal size."""
-    if not is_compiling() and tuple(t.shape[-2:]) == tuple(size):  # traced: always resize (no size guard)
+    """Bilinear resize of the last two dims of a 4-D table (align_corners=False, as the official code); the identity
+    at equal size. The leading dims are (heads, channels): one image per head, many channels each (the CPU kernel is
+    much slower on many 1-channel images)."""
+    if not is_compiling() and t.shape[-2] == size[0] and t.shape[-1] == size[1]:  # traced: always resize (no guard)
         return t
-    lead = t.shape[:-2]
-    # the last leading dim as channels: the CPU kernel is much slower on many 1-channel images
-    t = t.reshape(-1, lead[-1], *t.shape[-2:]) if len(lead) > 1 else t.reshape(1, -1, *t.shape[-2:])
-    return F.interpolate(t, size=size, mode="bilinear").reshape(*lead, *size)
+    return F.interpolate(t, size=size, mode="bilinear")
 
 
-def _linear(layer: nn.Linear, x: Tensor) -> Tensor:
-    """``layer`` over the tokens of a (..., C) map as one 2-D matmul (faster on CPU than a 4-D input)."""
-    return layer(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], layer.out_features)
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A linear layer over the tokens of a (B, H, W, C) map as one 2-D matmul (faster on CPU than a 4-D input)."""
+    out = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.view(x.shape[0], x.shape[1], x.shape[2], weight.shape[0])
+
+
+def _pool_agents_traced(q: Tensor, shape: tuple[int, int]) -> Tensor:
+    """(B, H, W, C) -> (B, C, a_h, a_w) adaptive average pool under torch.compile / torch.export.
+
+    With symbolic sizes, as two products with the bin-averaging matrices: aten's adaptive-pool decomposition (which
+    the ONNX exporter applies) picks its gather indices from the example size, so an ONNX graph traced at 224 reads
+    past the map at other sizes. Concrete sizes keep the aten op.
+    """
+    b, h, w, c = q.shape[0], q.shape[1], q.shape[2], q.shape[3]
+    if not is_symbolic(h, w):
+        return F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), shape)
+    rows = adaptive_pool_matrix(h, shape[0], q)  # (a_h, H)
+    cols = adaptive_pool_matrix(w, shape[1], q)  # (a_w, W)
+    q = torch.matmul(rows, q.reshape(b, h, w * c)).view(b * shape[0], w, c)
+    return torch.matmul(cols, q).view(b, shape[0], shape[1], c).permute(0, 3, 1, 2)
 
 
 @register_notrace_module  # reason: size-equality shortcuts of the bias resizes are control flow on the map size
@@ -139,22 +157,28 @@ class AgentAttention(nn.Module):
         return _resize(bias, self.agent_shape).flatten(2)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"AgentAttention: expected x of shape (B, H, W, {self.dim}) (channels-last), "
-                             f"got {tuple(x.shape)}")
-        b, h, w, c = x.shape
+        x = check_shape(
+            x, 4, self.dim, -1, f"AgentAttention: expected x of shape (B, H, W, {self.dim}) (channels-last)"
+        )
+        b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         heads, d, r = self.num_heads, self.head_dim, self.sr_ratio
-        if r == 1:  # q and kv of the same tokens: one matmul with the two weights stacked (the Swin form's qkv)
+        if not hasattr(self, "sr"):  # r = 1: q and kv of the same tokens, one matmul with the two weights stacked
             weight = torch.cat((self.q.weight, self.kv.weight))
-            bias = torch.cat((self.q.bias, self.kv.bias)) if self.q.bias is not None else None
-            q, k, v = F.linear(x.reshape(-1, c), weight, bias).view(b, h, w, 3 * c).chunk(3, dim=-1)
+            q_bias, kv_bias = self.q.bias, self.kv.bias
+            bias: Tensor | None = None
+            if q_bias is not None and kv_bias is not None:
+                bias = torch.cat((q_bias, kv_bias))
+            q, k, v = _linear(x, weight, bias).chunk(3, dim=-1)
         else:
-            q = _linear(self.q, x)  # (B, H, W, C)
+            q = _linear(x, self.q.weight, self.q.bias)  # (B, H, W, C)
             pad_h, pad_w = (-h) % r, (-w) % r
             reduced = self.sr(F.pad(x, (0, 0, 0, pad_w, 0, pad_h)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-            k, v = _linear(self.kv, self.norm(reduced)).chunk(2, dim=-1)  # (B, Hk, Wk, C)
+            k, v = _linear(self.norm(reduced), self.kv.weight, self.kv.bias).chunk(2, dim=-1)  # (B, Hk, Wk, C)
         hk, wk = k.shape[1], k.shape[2]
-        agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.agent_shape)  # (B, C, a_h, a_w)
+        if torch.jit.is_scripting() or not is_compiling():
+            agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.agent_shape)  # (B, C, a_h, a_w)
+        else:
+            agents = _pool_agents_traced(q, self.agent_shape)
         agents = agents.reshape(b, heads, d, -1).transpose(-2, -1)  # (B, h, a, d)
         q = q.reshape(b, h * w, heads, d).transpose(1, 2)
         k_h = k.reshape(b, hk * wk, heads, d).transpose(1, 2)
@@ -168,7 +192,7 @@ class AgentAttention(nn.Module):
         v_map = v.permute(0, 3, 1, 2)  # NCHW view
         if r > 1:
             v_map = F.interpolate(v_map, size=(h, w), mode="bilinear")
-        return _linear(self.proj, out + self.dwc(v_map).permute(0, 2, 3, 1))
+        return _linear(out + self.dwc(v_map).permute(0, 2, 3, 1), self.proj.weight, self.proj.bias)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, sr_ratio={self.sr_ratio}, train_grid={self.train_grid}, "

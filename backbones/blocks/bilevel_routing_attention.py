@@ -60,7 +60,7 @@ from torch.autograd.function import once_differentiable
 from ..kernels import select
 from ._checks import check_shape
 from ._precision import autocast_off
-from ._windows import is_compiling
+from ._windows import is_compiling, reshape_copy
 
 __all__ = ["BiLevelRoutingAttention", "KV_DOWNSAMPLE_MODES"]
 
@@ -71,15 +71,16 @@ def _partition(x: Tensor, num_regions: int) -> Tensor:
     """(B, S*h, S*w, C) -> (B, S*S, h*w, C): regions row-major, tokens row-major inside a region."""
     b, hp, wp, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     s = num_regions
-    x = x.reshape(b, s, hp // s, s, wp // s, c).transpose(2, 3)  # (B, S, S, h, w, C)
-    return x.reshape(b, s * s, (hp // s) * (wp // s), c)
+    # reshape_copy: traced, reshape's view-or-copy choice would read the strides (a guard on one-token regions)
+    x = reshape_copy(x, [b, s, hp // s, s, wp // s, c]).transpose(2, 3)  # (B, S, S, h, w, C)
+    return reshape_copy(x, [b, s * s, (hp // s) * (wp // s), c])
 
 
 def _merge(x: Tensor, num_regions: int, h: int, w: int) -> Tensor:
     """(B, S*S, h*w, C) -> (B, S*h, S*w, C), the inverse of :func:`_partition`."""
     b, c = x.shape[0], x.shape[3]
     s = num_regions
-    return x.reshape(b, s, s, h, w, c).transpose(2, 3).reshape(b, s * h, s * w, c)
+    return reshape_copy(reshape_copy(x, [b, s, s, h, w, c]).transpose(2, 3), [b, s * h, s * w, c])
 
 
 # Routed k/v are gathered and attended chunk by chunk so that each gathered chunk stays small: on CPU every
@@ -334,7 +335,7 @@ class BiLevelRoutingAttention(nn.Module):
         rows = torch.arange(s * rh, device=device) < hgt
         cols = torch.arange(s * rw, device=device) < wid
         valid = rows.view(s, rh, 1, 1) & cols.view(1, 1, s, rw)  # (S, rh, S, rw)
-        return valid.transpose(1, 2).reshape(s * s, rh * rw)
+        return reshape_copy(valid.transpose(1, 2), [s * s, rh * rw])
 
     def _route(self, x: Tensor, token_valid: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Top-k regions per region -> index (B, S^2, topk) and, with ``routing_weight``, their weights.

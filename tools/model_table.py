@@ -152,7 +152,7 @@ FAMILIES: dict[str, dict[str, str]] = {
     "moh_transnext": dict(
         paper_name="MoH: Multi-Head Attention as Mixture-of-Head Attention", paper_ids="arXiv:2410.11842",
         origin_url="https://github.com/SkyworkAI/MoH", license="apache-2.0", licence_source="SkyworkAI/MoH LICENSE",
-        weights="the authors' Hugging Face repositories Chat-UniVi/MoH-ViT-* (file names not stated)",
+        weights="the authors' Hugging Face repositories Chat-UniVi/MoH-ViT-*",
     ),
     "hybrid": dict(
         paper_name="HybridNet: any registry mixer per stage (this repository; see docs/hybrids.md)", paper_ids="",
@@ -164,6 +164,10 @@ FAMILIES: dict[str, dict[str, str]] = {
 # Official file sizes where the release states them (MB); every other tag: not stated.
 OFFICIAL_FILE_MB: dict[str, tuple[int, str]] = {
     "transnext_tiny.in1k": (113, "Hugging Face file listing"),
+    # MoH-ViT files are training checkpoints: the weights plus AdamW's two moments (about 3x the weights)
+    "moh_transnext_small_80.in1k": (600, "Hugging Face file listing, with optimizer state"),
+    "moh_transnext_base_50.in1k": (1080, "Hugging Face file listing, with optimizer state"),
+    "moh_transnext_base_75.in1k": (1080, "Hugging Face file listing, with optimizer state"),
 }
 
 

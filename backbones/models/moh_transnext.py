@@ -75,11 +75,14 @@ def _create_moh_transnext(variant: str, pretrained: bool = False, **kwargs: Any)
     )
 
 
-def _hf(repo: str, **kwargs: Any) -> dict[str, Any]:
-    """Official weights on the Hugging Face hub. The official README names only the repositories (its eval command
-    reads ``checkpoints/<model>.pth``), not the file: no file name is recorded."""
+def _hf(repo: str, filename: str, **kwargs: Any) -> dict[str, Any]:
+    """Official weights on the Hugging Face hub: DeiT-style training checkpoints (``model`` plus optimizer state and
+    an ``argparse.Namespace``), unwrapped to ``model`` by the checkpoint filter. File names as listed in the hub
+    repositories (S-80, B-50, B-75 seen; S-75 follows the same ``moh_transnext_<variant>.pth`` pattern)."""
     return transnext._cfg(
+        url=f"https://huggingface.co/Chat-UniVi/{repo}/resolve/main/{filename}",
         hf_hub_id=f"Chat-UniVi/{repo}",
+        hf_hub_filename=filename,
         license="apache-2.0",
         paper_ids="arXiv:2410.11842",
         paper_name="MoH: Multi-Head Attention as Mixture-of-Head Attention",
@@ -90,10 +93,10 @@ def _hf(repo: str, **kwargs: Any) -> dict[str, Any]:
 
 default_cfgs = generate_default_cfgs(
     {
-        "moh_transnext_small_75.in1k": _hf("MoH-ViT-S-75"),
-        "moh_transnext_small_80.in1k": _hf("MoH-ViT-S-80"),
-        "moh_transnext_base_50.in1k": _hf("MoH-ViT-B-50"),
-        "moh_transnext_base_75.in1k": _hf("MoH-ViT-B-75"),
+        "moh_transnext_small_75.in1k": _hf("MoH-ViT-S-75", "moh_transnext_small_75.pth"),
+        "moh_transnext_small_80.in1k": _hf("MoH-ViT-S-80", "moh_transnext_small_80.pth"),
+        "moh_transnext_base_50.in1k": _hf("MoH-ViT-B-50", "moh_transnext_base_50.pth"),
+        "moh_transnext_base_75.in1k": _hf("MoH-ViT-B-75", "moh_transnext_base_75.pth"),
     }
 )
 

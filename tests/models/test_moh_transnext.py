@@ -145,3 +145,20 @@ def test_pretrained_tags_record_the_hub_repositories():
                        ("moh_transnext_base_50", "MoH-ViT-B-50"), ("moh_transnext_base_75", "MoH-ViT-B-75")):
         cfg = timm.models.get_pretrained_cfg(f"{name}.in1k")
         assert cfg.hf_hub_id == f"Chat-UniVi/{repo}" and cfg.origin_url == "https://github.com/SkyworkAI/MoH"
+        assert cfg.hf_hub_filename == f"{name}.pth"  # as the hub listings name them
+
+
+def test_released_training_checkpoint_loads_as_pretrained(official_small, tmp_path):
+    """The hub files are DeiT-style training checkpoints: official weights under ``model`` beside optimizer state and
+    an ``argparse.Namespace`` (which a weights-only unpickler refuses)."""
+    import argparse
+
+    path = tmp_path / "moh_transnext_small_75.pth"
+    torch.save({"model": official_small, "optimizer": {"state": {}, "param_groups": []}, "epoch": 299,
+                "args": argparse.Namespace(model="moh_transnext_small_75", lr=1e-3)}, path)
+    kwargs = dict(SMALL, moh=_moh(SMALL_SHARED, SMALL_ROUTED))
+    model = timm.create_model("moh_transnext_small_75", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                              **kwargs)
+    expected = checkpoint_filter_fn(dict(official_small), model)
+    got = model.state_dict()
+    assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in got)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models import generate_default_cfgs
 from torch import Tensor
 
 from .._bench import register_reference
@@ -64,15 +64,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: TransNeXt) -> dict[s
 
 
 def _create_moh_transnext(variant: str, pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (5, 5, 22, 5))))))
-    return build_model_with_cfg(
-        TransNeXt,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return transnext._create_transnext(variant, pretrained, **kwargs)  # same class, same checkpoint filter
 
 
 def _hf(repo: str, filename: str, **kwargs: Any) -> dict[str, Any]:

@@ -117,6 +117,23 @@ def adaptive_pool_matrix(n_in, n_out, like: Tensor) -> Tensor:
     return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
 
 
+def adaptive_avg_pool_nhwc(x: Tensor, out_h: int, out_w: int) -> Tensor:
+    """(B, H, W, C) -> (B, C, out_h, out_w) adaptive average pool of a channels-last map (a channels_last view).
+
+    Concrete sizes take the aten op. Symbolic sizes (torch.compile / torch.export with dynamic H, W) take two
+    products with the bin-averaging matrices: aten's adaptive-pool decomposition, which the ONNX exporter applies,
+    picks its form and gather indices from the example size, so an ONNX graph traced at 224 pools other sizes with
+    the wrong bins. Not scriptable: TorchScript callers pool with the aten op themselves.
+    """
+    b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    if not is_symbolic(h, w):
+        return F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), (out_h, out_w))
+    rows = adaptive_pool_matrix(h, out_h, x)  # (out_h, H)
+    cols = adaptive_pool_matrix(w, out_w, x)  # (out_w, W)
+    x = torch.matmul(rows, x.reshape(b, h, w * c)).view(b * out_h, w, c)
+    return torch.matmul(cols, x).view(b, out_h, out_w, c).permute(0, 3, 1, 2)
+
+
 class _BiasPlan(NamedTuple):
     table: Tensor  # (Uh * Uw, 2) log-spaced MLP input, rows (dh, dw) in row-major (Uh, Uw) order
     shape: tuple[int, int]  # (Uh, Uw)

@@ -39,7 +39,7 @@ from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from ._checks import check_shape
-from ._position_bias import adaptive_pool_matrix, is_symbolic
+from ._position_bias import adaptive_avg_pool_nhwc
 from ._windows import is_compiling
 
 __all__ = ["AgentAttention"]
@@ -58,22 +58,6 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """A linear layer over the tokens of a (B, H, W, C) map as one 2-D matmul (faster on CPU than a 4-D input)."""
     out = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)
     return out.view(x.shape[0], x.shape[1], x.shape[2], weight.shape[0])
-
-
-def _pool_agents_traced(q: Tensor, shape: tuple[int, int]) -> Tensor:
-    """(B, H, W, C) -> (B, C, a_h, a_w) adaptive average pool under torch.compile / torch.export.
-
-    With symbolic sizes, as two products with the bin-averaging matrices: aten's adaptive-pool decomposition (which
-    the ONNX exporter applies) picks its gather indices from the example size, so an ONNX graph traced at 224 reads
-    past the map at other sizes. Concrete sizes keep the aten op.
-    """
-    b, h, w, c = q.shape[0], q.shape[1], q.shape[2], q.shape[3]
-    if not is_symbolic(h, w):
-        return F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), shape)
-    rows = adaptive_pool_matrix(h, shape[0], q)  # (a_h, H)
-    cols = adaptive_pool_matrix(w, shape[1], q)  # (a_w, W)
-    q = torch.matmul(rows, q.reshape(b, h, w * c)).view(b * shape[0], w, c)
-    return torch.matmul(cols, q).view(b, shape[0], shape[1], c).permute(0, 3, 1, 2)
 
 
 @register_notrace_module  # reason: size-equality shortcuts of the bias resizes are control flow on the map size
@@ -175,10 +159,10 @@ class AgentAttention(nn.Module):
             reduced = self.sr(F.pad(x, (0, 0, 0, pad_w, 0, pad_h)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
             k, v = _linear(self.norm(reduced), self.kv.weight, self.kv.bias).chunk(2, dim=-1)  # (B, Hk, Wk, C)
         hk, wk = k.shape[1], k.shape[2]
-        if torch.jit.is_scripting() or not is_compiling():
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch
             agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.agent_shape)  # (B, C, a_h, a_w)
         else:
-            agents = _pool_agents_traced(q, self.agent_shape)
+            agents = adaptive_avg_pool_nhwc(q, self.agent_shape[0], self.agent_shape[1])  # (B, C, a_h, a_w)
         agents = agents.reshape(b, heads, d, -1).transpose(-2, -1)  # (B, h, a, d)
         q = q.reshape(b, h * w, heads, d).transpose(1, 2)
         k_h = k.reshape(b, hk * wk, heads, d).transpose(1, 2)

@@ -54,9 +54,8 @@ from ._position_bias import (
     _inverse_softplus,
     _length_scale,
     _pair,
-    adaptive_pool_matrix,
+    adaptive_avg_pool_nhwc,
     cpb_coords,
-    is_symbolic,
 )
 from ._windows import is_compiling
 from .head_mixture import build_head_mixture
@@ -203,24 +202,6 @@ def _aggregate_torch(
     out_pool = torch.matmul(exp_pool, v_pool.to(exp_pool.dtype))  # (B, heads, N, hd)
     out_pool = out_pool.transpose(1, 2).view(b, height, width, heads, hd) * inv_denom.unsqueeze(-1)
     return out + out_pool
-
-
-def _adaptive_avg_pool_tokens(x: Tensor, pool_h: int, pool_w: int) -> Tensor:
-    """(B, H, W, C) -> (B, Hp * Wp, C) adaptive average pool, in eager mode and under torch.compile / torch.export.
-
-    With symbolic sizes, as two products with the bin-averaging matrices: aten's adaptive-pool decomposition
-    (which the ONNX exporter applies) picks its form from the example size ("H divisible by Hp"), so an ONNX graph
-    traced at 224 pools a 197-row map with the wrong bins. Eager mode and concrete sizes keep the aten op.
-    Never scripted (the caller pools inline under TorchScript).
-    """
-    b, height, width, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    if not is_compiling() or not is_symbolic(height, width):
-        return F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), (pool_h, pool_w)).flatten(2).transpose(1, 2)
-    rows = adaptive_pool_matrix(height, pool_h, x)  # (Hp, H)
-    cols = adaptive_pool_matrix(width, pool_w, x)  # (Wp, W)
-    x = torch.matmul(rows, x.reshape(b, height, width * c)).view(b, pool_h, width, c)
-    x = torch.matmul(cols, x.reshape(b * pool_h, width, c))  # (B * Hp, Wp, C)
-    return x.reshape(b, pool_h * pool_w, c)
 
 
 def _cpb_position_bias(
@@ -429,9 +410,9 @@ class AggregatedAttention(_CosineAttentionBase):
         pooled = self.pool_act(F.linear(x, self.pool_proj.weight.flatten(1), self.pool_proj.bias))
         if torch.jit.is_scripting():  # TorchScript compiles only this branch
             pooled = F.adaptive_avg_pool2d(pooled.permute(0, 3, 1, 2), (pool_h, pool_w))
-            pooled = pooled.flatten(2).transpose(1, 2)  # (B, Hp * Wp, C)
         else:
-            pooled = _adaptive_avg_pool_tokens(pooled, pool_h, pool_w)  # (B, Hp * Wp, C)
+            pooled = adaptive_avg_pool_nhwc(pooled, pool_h, pool_w)  # (B, C, Hp, Wp)
+        pooled = pooled.flatten(2).transpose(1, 2)  # (B, Hp * Wp, C)
         kv_pool = self.kv(self.pool_norm(pooled)).view(b, num_pooled, 2, heads, hd)
         k_pool, v_pool = kv_pool.permute(2, 0, 3, 1, 4).unbind(0)
         k_pool = F.normalize(k_pool, dim=-1)  # (B, heads, Hp * Wp, hd)

@@ -5,6 +5,7 @@
     python tools/zoo.py --models 'efficientvit_*' 'davit_tiny' --out-dir /tmp/zoo
     python tools/zoo.py --from-csv docs/zoo.csv          # redraw the page from an earlier measurement
     python tools/zoo.py --no-measure                     # published numbers and counts only (plot against GMACs)
+    python tools/zoo.py --resume --time-budget 90        # go on from docs/zoo.csv; stop starting models after 90 min
 
 One point per model that has published ImageNet-1k weights and a published top-1 (``tools/model_table.py`` lists
 the figures and their sources): top-1 against images / s on this machine's CPU, batch 8 (``--batch-size``), at the
@@ -15,7 +16,12 @@ throughput, a line leads back to the eager one. A model that fails to compile ke
 so). Parameters and GMACs are counted as ``tools/model_table.py`` counts them (meta device).
 
 Writes ``docs/zoo.md``, ``docs/zoo.png`` and the measurements as ``docs/zoo.csv`` (``--out-dir`` elsewhere). The
-full measurement takes a while on a small CPU (each compile is minutes): a progress bar shows the model under way.
+full measurement takes hours on a small CPU (each compile is minutes): a progress bar shows the model under way,
+and the CSV is rewritten after every model, so an interrupted run loses one model at most. ``--resume`` starts from
+that CSV: a model already measured there with the same batch size, repeats and backend keeps its row and is not
+timed again, the others are measured, and rows of models outside ``--models`` are kept, so the page can be built
+over several runs (``--time-budget`` stops starting new models after that many minutes; the page then shows
+``-`` for the rest). The compile time of each model (its first, compiling call) is in the CSV as ``compile_s``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import fnmatch
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,8 @@ import benchmark  # noqa: E402  (tools/benchmark.py)
 import model_table  # noqa: E402  (tools/model_table.py: published top-1 and the counts)
 
 FIELDS = ["model", "family", "input_size", "params_m", "gmacs", "top1", "weights", "eager_img_s", "compiled_img_s",
-          "speedup", "note", "measured_on"]
+          "speedup", "compile_s", "note", "measured_on", "setting"]
+NUMERIC = {"params_m", "gmacs", "top1", "eager_img_s", "compiled_img_s", "speedup", "compile_s"}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -54,11 +62,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     source.add_argument("--from-csv", default="", help="take the measurements from this zoo CSV (no timing)")
     source.add_argument("--no-measure", action="store_true", help="no timing: plot top-1 against GMACs")
     p.add_argument("--out-dir", default="docs", help="where zoo.md, zoo.png and zoo.csv go")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows of OUT_DIR/zoo.csv measured with these settings; measure only the others")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="start no new model after MIN minutes (the rest stay unmeasured; --resume goes on later)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
         p.error("--batch-size and --repeats must be >= 1, --warmup >= 0")
+    if args.time_budget is not None and args.time_budget <= 0:
+        p.error(f"--time-budget must be > 0 minutes, got {args.time_budget}")
+    if (args.resume or args.time_budget) and (args.from_csv or args.no_measure):
+        p.error("--resume and --time-budget apply to a measuring run, not to --from-csv or --no-measure")
     return args
+
+
+def setting(args: argparse.Namespace) -> str:
+    """What makes two measurements comparable: batch size, repeats, warm-up, backend and threads."""
+    return (f"batch {args.batch_size}, {args.repeats} repeats after {args.warmup} warm-up, {args.compile_backend}, "
+            f"{torch.get_num_threads()} threads")
 
 
 def zoo_models(patterns: Sequence[str]) -> list[str]:
@@ -87,7 +109,8 @@ def describe(name: str) -> dict[str, Any]:
     tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]
     return dict(model=name, family=family(name), input_size=f"{hw[0]}x{hw[1]}", params_m=round(params / 1e6, 2),
                 gmacs=round(gmacs, 2), top1=model_table.PUBLISHED_TOP1[name][0], weights=", ".join(tags),
-                eager_img_s=None, compiled_img_s=None, speedup=None, note="", measured_on="")
+                eager_img_s=None, compiled_img_s=None, speedup=None, compile_s=None, note="", measured_on="",
+                setting="")
 
 
 def measure(row: dict[str, Any], args: argparse.Namespace) -> None:
@@ -105,13 +128,19 @@ def measure(row: dict[str, Any], args: argparse.Namespace) -> None:
         return
     row["eager_img_s"], row["compiled_img_s"] = rows[0]["img_per_s"], rows[1]["img_per_s"]
     row["speedup"] = rows[1]["ratio"]
+    row["compile_s"] = rows[1].get("compile_s")
 
 
-def read_csv(path: str) -> list[dict[str, Any]]:
-    numeric = {"params_m", "gmacs", "top1", "eager_img_s", "compiled_img_s", "speedup"}
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a zoo CSV; numbers as floats, empty cells as None; columns an older CSV lacks are empty."""
+
+    def value(key: str, text: str | None) -> Any:
+        if key in NUMERIC:
+            return None if text in (None, "", "None") else float(text)
+        return text or ""
+
     with open(path, newline="") as f:
-        return [{k: (float(v) if k in numeric and v not in ("", "None") else (None if k in numeric else v))
-                 for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: value(k, r.get(k)) for k in FIELDS} for r in csv.DictReader(f)]
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -203,9 +232,45 @@ def page(rows: list[dict[str, Any]], args: argparse.Namespace, png_name: str, me
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def measure_all(names: list[str], args: argparse.Namespace, table: Path, measured_on: str) -> list[dict[str, Any]]:
+    """Rows of ``names`` (and, with --resume, the other rows of ``table``), measuring what is not measured yet.
+
+    ``table`` is rewritten after every model, so an interrupted run keeps what it had measured."""
     from tqdm import tqdm
 
+    now = setting(args)
+    kept: dict[str, dict[str, Any]] = {}
+    if args.resume and table.is_file():
+        kept = {r["model"]: r for r in read_csv(table)}
+    rows = {name: describe(name) for name in names}
+    for name, old in kept.items():  # same setting: keep the measurement; other models of the file: keep the row
+        if name not in rows:
+            rows[name] = old
+        elif old["eager_img_s"] and old["setting"] == now:
+            rows[name].update({k: old[k] for k in ("eager_img_s", "compiled_img_s", "speedup", "compile_s", "note",
+                                                   "measured_on", "setting")})
+    todo = [n for n in names if args.no_measure or not rows[n]["eager_img_s"]]
+    if args.resume:
+        print(f"tools/zoo.py: {len(names) - len(todo)} of {len(names)} models already measured in {table}",
+              file=sys.stderr)
+    ordered = lambda: sorted(rows.values(), key=lambda r: r["model"])  # noqa: E731
+    start = time.monotonic()
+    bar = tqdm(todo, desc="zoo", disable=args.no_progress or None, dynamic_ncols=True, file=sys.stderr)
+    for i, name in enumerate(bar):
+        if i and args.time_budget is not None and time.monotonic() - start > 60 * args.time_budget:
+            tqdm.write(f"tools/zoo.py: --time-budget of {args.time_budget:g} min spent; stopping before {name}",
+                       file=sys.stderr)
+            break
+        bar.set_postfix_str(name)
+        if not args.no_measure:
+            measure(rows[name], args)
+            rows[name].update(measured_on=measured_on, setting=now)
+            write_csv(ordered(), table)
+    bar.close()
+    return ordered()
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,16 +284,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         names = zoo_models(args.models)
         if not names:
             raise SystemExit(f"tools/zoo.py: no model with published weights and top-1 matches {args.models}")
-        rows = []
-        bar = tqdm(names, desc="zoo", disable=args.no_progress or None, dynamic_ncols=True, file=sys.stderr)
-        for name in bar:
-            bar.set_postfix_str(name)
-            row = describe(name)
-            if not args.no_measure:
-                measure(row, args)
-                row["measured_on"] = measured_on
-            rows.append(row)
-        bar.close()
+        rows = measure_all(names, args, out_dir / "zoo.csv", measured_on)
     if not rows:
         raise SystemExit("tools/zoo.py: no rows to draw")
     png, md, table = out_dir / "zoo.png", out_dir / "zoo.md", out_dir / "zoo.csv"
@@ -239,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     md.write_text(page(rows, args, png.name, measured_on))
     if not args.from_csv:
         write_csv(rows, table)
+    left = [r["model"] for r in rows if not args.no_measure and not r["eager_img_s"]]
+    if left:
+        print(f"tools/zoo.py: {len(left)} models not measured yet ({', '.join(left)}); "
+              "`python tools/zoo.py --resume` measures them", file=sys.stderr)
     print(f"wrote {md}, {png}" + ("" if args.from_csv else f", {table}") + f" ({len(rows)} models)")
     return rows
 

@@ -50,3 +50,52 @@ def test_zoo_without_measurement_and_from_csv(zoo_tool, tmp_path):
 def test_zoo_no_match(zoo_tool, tmp_path):
     with pytest.raises(SystemExit, match="no model with published weights"):
         zoo_tool.main(["--models", "nothing_like_this*", "--out-dir", str(tmp_path), "--no-measure"])
+
+
+def _edit_csv(path, model, **cells):
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    for r in rows:
+        if r["model"] == model:
+            r.update({k: str(v) for k, v in cells.items()})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_zoo_resume_keeps_measured_rows_and_measures_the_rest(zoo_tool, tmp_path, capsys):
+    quick = ["--batch-size", "1", "--repeats", "1", "--warmup", "0", "--compile-backend", "eager", "--no-progress",
+             "--out-dir", str(tmp_path)]
+    zoo_tool.main(["--models", "efficientvit_m0", *quick])
+    table = tmp_path / "zoo.csv"
+    _edit_csv(table, "efficientvit_m0", eager_img_s=12345.0)  # a value no measurement gives: it must survive
+    rows = {r["model"]: r for r in zoo_tool.main(["--models", "efficientvit_m[01]", "--resume", *quick])}
+    assert rows["efficientvit_m0"]["eager_img_s"] == 12345.0
+    assert 0 < rows["efficientvit_m1"]["eager_img_s"] != 12345.0 and rows["efficientvit_m1"]["compile_s"] > 0
+    assert "1 of 2 models already measured" in capsys.readouterr().err
+    # a model outside --models stays in the file; another batch size is another setting: measured again
+    rows = {r["model"]: r for r in zoo_tool.main(["--models", "efficientvit_m0", "--resume", *quick,
+                                                  "--batch-size", "2"])}
+    assert set(rows) == {"efficientvit_m0", "efficientvit_m1"}
+    assert rows["efficientvit_m0"]["eager_img_s"] != 12345.0 and "batch 2" in rows["efficientvit_m0"]["setting"]
+    assert "| `efficientvit_m1` |" in (tmp_path / "zoo.md").read_text()
+
+
+def test_zoo_time_budget_leaves_the_rest_unmeasured(zoo_tool, tmp_path, capsys):
+    rows = zoo_tool.main(["--models", "efficientvit_m[01]", "--time-budget", "1e-9", "--repeats", "1", "--warmup",
+                          "0", "--batch-size", "1", "--compile-backend", "eager", "--no-progress",
+                          "--out-dir", str(tmp_path)])
+    # the budget is checked before each model: the first is measured, the second is not started
+    assert rows[0]["eager_img_s"] > 0 and rows[1]["eager_img_s"] is None
+    err = capsys.readouterr().err
+    assert "stopping before efficientvit_m1" in err and "1 models not measured yet (efficientvit_m1)" in err
+    assert "| `efficientvit_m1` | efficientvit_msra | 224x224 |" in (tmp_path / "zoo.md").read_text()
+
+
+def test_zoo_arguments(zoo_tool):
+    with pytest.raises(SystemExit):
+        zoo_tool.parse_args(["--time-budget", "0"])
+    with pytest.raises(SystemExit):
+        zoo_tool.parse_args(["--resume", "--no-measure"])

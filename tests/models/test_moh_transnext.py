@@ -1,9 +1,9 @@
 """MoH-TransNeXt (MoH-ViT): official checkpoint layout and counts, agreement with the official formulation.
 
-The official layout is TransNeXt's (tests/models/test_transnext.py ``official_state_dict``, written from the official
-module structure) plus the routers of SkyworkAI/MoH MoH-ViT/attention*.py: in every attention, ``wg`` (h - S x C)
-where heads are routed, ``wg_0`` (2 x C) where there are both shared and routed heads, ``wg_1`` (S x C) where
-S > 1; no biases. The parameter counts are those of the official classes (tests/model_specs.py).
+The official layout is TransNeXt's (``official_state_dict`` of tests/transnext_official_layout.py, written from the
+official module structure) plus the routers of SkyworkAI/MoH MoH-ViT/attention*.py: in every attention, ``wg``
+(h - S x C) where heads are routed, ``wg_0`` (2 x C) where there are both shared and routed heads, ``wg_1`` (S x C)
+where S > 1; no biases. The parameter counts are those of the official classes (tests/model_specs.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import timm
 import torch
 from model_specs import PUBLISHED_PARAMS
-from test_transnext import official_state_dict
+from transnext_official_layout import official_state_dict
 
 import backbones
 from backbones.models._transnext_reference import create_official_style

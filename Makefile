@@ -21,7 +21,7 @@ demo: setup
 	$(PY) tools/validate.py configs/cls/digits_focalnet_nano.yaml --checkpoint runs/demo/model_best.pth.tar
 
 test: setup-dev
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup-dev
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)

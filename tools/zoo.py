@@ -154,37 +154,68 @@ def _throughput(row: dict[str, Any]) -> float | None:
     return row["compiled_img_s"] or row["eager_img_s"]
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Top-1 against img/s (or GMACs when nothing was measured), marker area ~ parameters, colour = family."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    measured = any(_throughput(r) for r in rows)
-    fig = Figure(figsize=(10.5, 6.0), tight_layout=True)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    families = list(dict.fromkeys(r["family"] for r in rows))
-    colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
-    biggest = max(r["params_m"] for r in rows)
-    for fam in families:
-        group = [r for r in rows if r["family"] == fam and (_throughput(r) if measured else r["gmacs"])]
+def _scatter(ax: Any, rows: list[dict[str, Any]], measured: bool, colours: dict[str, str], biggest: float,
+             labelled: set[str]) -> None:
+    """One panel: a point per row (marker area ~ parameters, colour = family), names on the ``labelled`` rows."""
+    for fam, colour in colours.items():
+        group = [r for r in rows if r["family"] == fam]
         if not group:
             continue
         xs = [_throughput(r) if measured else r["gmacs"] for r in group]
         ys = [r["top1"] for r in group]
         sizes = [30 + 900 * r["params_m"] / biggest for r in group]
-        ax.scatter(xs, ys, s=sizes, color=colours[fam], alpha=0.6, edgecolors="black", linewidths=0.5, label=fam)
+        ax.scatter(xs, ys, s=sizes, color=colour, alpha=0.6, edgecolors="black", linewidths=0.5, label=fam)
         for r, x, y in zip(group, xs, ys):
             if measured and r["compiled_img_s"] and r["eager_img_s"]:  # back to the eager throughput
-                ax.plot([r["eager_img_s"], x], [y, y], color=colours[fam], linewidth=1, alpha=0.7)
-                ax.plot([r["eager_img_s"]], [y], marker="|", color=colours[fam], markersize=8)
-            ax.annotate(r["model"], (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
+                ax.plot([r["eager_img_s"], x], [y, y], color=colour, linewidth=1, alpha=0.7)
+                ax.plot([r["eager_img_s"]], [y], marker="|", color=colour, markersize=8)
+            if r["model"] in labelled:
+                ax.annotate(r["model"], (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("images / s, CPU (compiled; line: eager)" if measured else "GMACs per image")
-    ax.set_ylabel("ImageNet-1k top-1 (published), %")
-    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="family", title_fontsize=7)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Top-1 against img/s (or GMACs when nothing was measured), marker area ~ parameters, colour = family.
+
+    With many points a second panel enlarges the upper two thirds by top-1 (where most models crowd) and names them
+    there; the first panel names the rest and marks the enlarged region."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FormatStrFormatter
+
+    measured = any(_throughput(r) for r in rows)
+    shown = [r for r in rows if (_throughput(r) if measured else r["gmacs"])]
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
+    biggest = max(r["params_m"] for r in rows)
+    top1s = sorted(r["top1"] for r in shown)
+    crowd = [r for r in shown if r["top1"] >= top1s[len(top1s) // 3]] if len(shown) >= 12 else []
+    fig = Figure(figsize=(15.0, 6.5) if crowd else (10.5, 6.0), tight_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, width_ratios=(1, 1.4)) if crowd else [fig.subplots()]
+    crowd_names = {r["model"] for r in crowd}
+    _scatter(axes[0], shown, measured, colours, biggest, {r["model"] for r in shown} - crowd_names)
+    axes[0].set_ylabel("ImageNet-1k top-1 (published), %")
+    axes[0].set_title(title, fontsize=9)
+    if crowd:
+        xs = [x for r in crowd for x in ((_throughput(r), r["eager_img_s"]) if measured else (r["gmacs"],)) if x]
+        ys = [r["top1"] for r in crowd]
+        x0, x1, y0, y1 = min(xs) / 1.15, max(xs) * 1.15, min(ys) - 0.3, max(ys) + 0.3
+        axes[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle="--", linewidth=0.8))
+        _scatter(axes[1], crowd, measured, colours, biggest, crowd_names)
+        axes[1].set_xlim(x0, x1)
+        axes[1].set_ylim(y0, y1)
+        axes[1].xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes[1].xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        axes[1].tick_params(axis="x", which="minor", labelsize=7)
+        axes[1].set_title(f"enlarged: the dashed box (top-1 >= {min(ys):.1f}%)", fontsize=9)
+    handles = {h.get_label(): h for ax in axes for h in ax.collections}
+    legend = axes[-1].legend([handles[f] for f in families if f in handles], [f for f in families if f in handles],
+                             fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="family",
+                             title_fontsize=7)
     for handle in legend.legend_handles:  # one marker size in the legend (the plot's sizes are parameters)
         handle.set_sizes([40])
     fig.savefig(path, dpi=120)

@@ -99,3 +99,21 @@ def test_zoo_arguments(zoo_tool):
         zoo_tool.parse_args(["--time-budget", "0"])
     with pytest.raises(SystemExit):
         zoo_tool.parse_args(["--resume", "--no-measure"])
+
+
+def test_zoo_plot_enlarges_the_crowded_region(zoo_tool, tmp_path):
+    # 14 made-up measured rows: enough points for the second (enlarged) panel
+    rows = [dict(model=f"m{i}", family=f"f{i % 3}", input_size="224x224", params_m=5.0 + i, gmacs=1.0 + i,
+                 top1=70.0 + i, weights="in1k", eager_img_s=100.0 / (i + 1), compiled_img_s=120.0 / (i + 1),
+                 speedup=1.2, compile_s=3.0, note="", measured_on="a test", setting="batch 8")
+            for i in range(14)]
+    zoo_tool.write_csv(rows, tmp_path / "in.csv")
+    zoo_tool.main(["--from-csv", str(tmp_path / "in.csv"), "--out-dir", str(tmp_path / "out")])
+    with open(tmp_path / "out" / "zoo.png", "rb") as f:
+        header = f.read(24)
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert (width, height) == (1800, 780)  # two panels, 15 x 6.5 in at 120 dpi
+    zoo_tool.main(["--from-csv", str(tmp_path / "in.csv"), "--models", "m1", "m2", "--out-dir", str(tmp_path / "one")])
+    with open(tmp_path / "one" / "zoo.png", "rb") as f:
+        header = f.read(24)
+    assert int.from_bytes(header[16:20], "big") == 1260  # one panel, 10.5 in
